@@ -1,0 +1,103 @@
+/*
+ * Chat internals shared by chat.c (sessions, input, output), room.c
+ * (rooms and fan-out) and chat-cmd.c (the command table).  Not part of
+ * any other module's contract.
+ */
+#ifndef PARLEY_CHAT_INT_H
+#define PARLEY_CHAT_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "text.h"
+
+struct conn;
+struct event;
+struct evbuffer;
+struct server;
+struct strmap;
+
+#define NICK_BYTES_MAX (64 * 4 + 1)
+#define ROOM_BYTES_MAX (1 + 64 * 4 + 1)
+
+/*
+ * A formatted line shared by every recipient's output buffer through
+ * evbuffer_add_reference(); freed when the last buffer lets go.
+ */
+struct blob {
+	unsigned refs;
+	size_t len;
+	char data[];
+};
+
+struct room {
+	char name[ROOM_BYTES_MAX];
+	char fold[ROOM_BYTES_MAX];
+	char *topic;
+	struct session **members; /* NULL holes while iterating */
+	size_t nmembers, cap;
+	size_t live; /* members that are not holes */
+	int iterating;
+};
+
+struct session {
+	struct chat *chat;
+	struct conn *conn;
+	uint64_t id; /* conn id */
+	char nick[NICK_BYTES_MAX];
+	char fold[NICK_BYTES_MAX];
+	struct room **rooms; /* joined; the last is current */
+	size_t nrooms;
+	struct evbuffer *pending; /* telnet-filtered input not yet framed */
+	struct event *timer; /* flood refill / continue processing */
+	double tokens;
+	uint64_t refilled_ms;
+	int discarding; /* inside an overlong line */
+	int slow; /* past output_soft_limit */
+	uint64_t missed; /* room lines skipped while slow */
+	uint64_t mark; /* de-duplicates multi-room notices */
+	int quitting;
+	struct telnet telnet; /* negotiation state of a telnet client */
+};
+
+struct chat {
+	struct server *srv;
+	struct strmap *nicks; /* fold -> session */
+	struct strmap *rooms; /* fold -> room */
+	uint64_t guest_seq;
+	uint64_t mark_seq;
+};
+
+/* Output (chat.c). */
+struct blob *blob_printf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+void blob_unref(struct blob *b);
+/* Queue b for s.  room_traffic lines are skipped for slow readers. */
+void session_send(struct session *s, struct blob *b, int room_traffic);
+void session_printf(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#define notice(s, ...) session_printf((s), "*** " __VA_ARGS__)
+#define error(s, ...) session_printf((s), "!!! " __VA_ARGS__)
+struct session *session_by_nick(struct chat *ch, const char *nick);
+int session_set_nick(
+    struct session *s, const char *nick, char *why, size_t whylen);
+void session_quit(struct session *s, const char *reason);
+/* Send b once to everyone sharing a room with s (not s itself). */
+void session_tell_peers(struct session *s, struct blob *b);
+struct room *session_current(struct session *s);
+int session_in_room(struct session *s, struct room *r);
+
+/* Rooms (room.c). */
+struct room *room_find(struct chat *ch, const char *name);
+struct room *room_get_or_create(
+    struct chat *ch, const char *name, char *why, size_t whylen);
+int room_add(struct room *r, struct session *s);
+void room_remove(struct chat *ch, struct room *r, struct session *s);
+void room_broadcast(struct room *r, struct session *except, struct blob *b);
+void room_free_all(struct chat *ch);
+
+/* Commands (chat-cmd.c). */
+void chat_command(struct session *s, char *line);
+void chat_say(struct session *s, const char *text, int action);
+
+#endif

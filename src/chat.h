@@ -1,0 +1,19 @@
+/*
+ * Chat service: nicks, rooms, private messages.  One struct chat per
+ * server, owned by the loop thread.
+ */
+#ifndef PARLEY_CHAT_H
+#define PARLEY_CHAT_H
+
+#include <stddef.h>
+
+struct server;
+struct chat;
+
+struct chat *chat_new(struct server *s);
+void chat_free(struct chat *ch);
+/* Apply changed [chat] limits after a reload. */
+void chat_reloaded(struct chat *ch);
+size_t chat_room_count(const struct chat *ch);
+
+#endif

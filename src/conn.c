@@ -1,0 +1,783 @@
+/*
+ * Connections: accept, TLS handshake, timeouts, backpressure, close.
+ *
+ * State machine (conn_set_state is the only writer of c->state):
+ *
+ *   HANDSHAKE --(TLS done)--> GREETING --(service open)--> ACTIVE
+ *       |                        |                            |
+ *       +--------(error, timeout, conn_close)---------> CLOSING --> CLOSED
+ *
+ * Plain connections start in GREETING.  CLOSING stops reads and waits for
+ * the output to drain (bounded by a deadline), sends TLS close_notify,
+ * then frees.  conn_abort skips the flush.
+ *
+ * Live conns are kept in a slot table so a 64-bit id (slot index plus a
+ * generation) resolves in O(1), and an id from a finished worker job for a
+ * conn that is gone resolves to NULL rather than to a reused slot.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "conf.h"
+#include "conn.h"
+#include "ipcount.h"
+#include "log.h"
+#include "server.h"
+#include "tls.h"
+
+/* A flushing close never takes longer than this, whatever the peer does. */
+#define CLOSE_LINGER_MS 5000
+
+struct conn {
+	uint64_t id;
+	enum conn_state state;
+	struct server *srv;
+	const struct conn_service *svc;
+	void *data; /* the service's per-connection state */
+	struct bufferevent *bev;
+	SSL *ssl; /* owned by bev; NULL on plain */
+	struct event *deadline; /* handshake or close deadline */
+	unsigned pause; /* enum conn_pause bits */
+	int watching; /* service wants drained() */
+	int reading_now; /* inside the service read callback */
+	int eof; /* the peer finished sending */
+	int busy; /* callbacks on the stack: defer free() */
+	char listener[32];
+	char peer[INET6_ADDRSTRLEN + 8];
+	char peer_ip[INET6_ADDRSTRLEN];
+	struct sockaddr_storage addr;
+	TAILQ_ENTRY(conn) entry;
+};
+
+static const char *const state_names[CONN_NSTATES] = {
+    "handshake",
+    "greeting",
+    "active",
+    "closing",
+    "closed",
+};
+
+/* Slot table: the loop thread's registry of live connections. */
+static struct conn **slots;
+static uint32_t *slot_gen;
+static uint32_t nslots;
+static uint32_t *free_slots;
+static uint32_t nfree;
+static size_t nconns;
+static size_t state_counts[CONN_NSTATES];
+static TAILQ_HEAD(, conn) all_conns = TAILQ_HEAD_INITIALIZER(all_conns);
+
+static void conn_free(struct conn *c);
+static void conn_readcb(struct bufferevent *bev, void *arg);
+static void conn_writecb(struct bufferevent *bev, void *arg);
+static void conn_eventcb(struct bufferevent *bev, short what, void *arg);
+
+/*
+ * A conn may be closed by its own service from inside one of its
+ * callbacks; the memory then lives until the outermost callback returns.
+ */
+static void
+conn_enter(struct conn *c)
+{
+	c->busy++;
+}
+
+static void
+conn_leave(struct conn *c)
+{
+	if (--c->busy == 0 && c->state == CONN_CLOSED)
+		free(c);
+}
+
+static int
+slot_alloc(struct conn *c)
+{
+	uint32_t i, n;
+
+	if (nfree == 0) {
+		n = nslots ? nslots * 2 : 256;
+		if ((slots = realloc(slots, n * sizeof *slots)) == NULL ||
+		    (slot_gen = realloc(slot_gen, n * sizeof *slot_gen)) ==
+			NULL ||
+		    (free_slots = realloc(
+			 free_slots, n * sizeof *free_slots)) == NULL)
+			abort(); /* table realloc is tiny compared with a conn */
+		for (i = n; i > nslots; i--) {
+			slots[i - 1] = NULL;
+			slot_gen[i - 1] = 0;
+			free_slots[nfree++] = i - 1;
+		}
+		nslots = n;
+	}
+	i = free_slots[--nfree];
+	slots[i] = c;
+	slot_gen[i]++;
+	c->id = ((uint64_t)slot_gen[i] << 32) | i;
+	return 0;
+}
+
+static void
+slot_release(struct conn *c)
+{
+	uint32_t i = (uint32_t)(c->id & 0xffffffff);
+
+	slots[i] = NULL;
+	free_slots[nfree++] = i;
+	if (nconns == 0 && nfree == nslots) {
+		/* Nothing left: give the table back (valgrind-clean exit). */
+		free(slots);
+		free(slot_gen);
+		free(free_slots);
+		slots = NULL;
+		slot_gen = NULL;
+		free_slots = NULL;
+		nslots = nfree = 0;
+	}
+}
+
+struct conn *
+conn_lookup(uint64_t id)
+{
+	uint32_t i = (uint32_t)(id & 0xffffffff);
+
+	if (i >= nslots || slots[i] == NULL || slots[i]->id != id)
+		return NULL;
+	return slots[i];
+}
+
+uint64_t
+conn_id(const struct conn *c)
+{
+	return c->id;
+}
+
+enum conn_state
+conn_state(const struct conn *c)
+{
+	return c->state;
+}
+
+const char *
+conn_state_name(enum conn_state st)
+{
+	return st < CONN_NSTATES ? state_names[st] : "?";
+}
+
+struct server *
+conn_server(const struct conn *c)
+{
+	return c->srv;
+}
+
+const char *
+conn_peer(const struct conn *c)
+{
+	return c->peer;
+}
+
+const char *
+conn_peer_ip(const struct conn *c)
+{
+	return c->peer_ip;
+}
+
+const char *
+conn_listener(const struct conn *c)
+{
+	return c->listener;
+}
+
+int
+conn_is_tls(const struct conn *c)
+{
+	return c->ssl != NULL;
+}
+
+void *
+conn_data(const struct conn *c)
+{
+	return c->data;
+}
+
+void
+conn_set_data(struct conn *c, void *data)
+{
+	c->data = data;
+}
+
+size_t
+conn_count(void)
+{
+	return nconns;
+}
+
+size_t
+conn_count_state(enum conn_state st)
+{
+	return st < CONN_NSTATES ? state_counts[st] : 0;
+}
+
+void
+conn_set_state(struct conn *c, enum conn_state st)
+{
+	static const unsigned char allowed[CONN_NSTATES][CONN_NSTATES] = {
+	    /* to: HS GR AC CL CD */
+	    [CONN_HANDSHAKE] = {0, 1, 0, 1, 1},
+	    [CONN_GREETING] = {0, 0, 1, 1, 1},
+	    [CONN_ACTIVE] = {0, 0, 0, 1, 1},
+	    [CONN_CLOSING] = {0, 0, 0, 0, 1},
+	    [CONN_CLOSED] = {0, 0, 0, 0, 0},
+	};
+
+	if (st >= CONN_NSTATES || !allowed[c->state][st]) {
+		log_err("conn %s: bad state change %s -> %s", c->peer,
+		    conn_state_name(c->state), conn_state_name(st));
+		abort(); /* a bug: continuing would corrupt ownership */
+	}
+	log_debug("conn %s: %s -> %s", c->peer, conn_state_name(c->state),
+	    conn_state_name(st));
+	state_counts[c->state]--;
+	state_counts[st]++;
+	c->state = st;
+}
+
+static void
+update_reading(struct conn *c)
+{
+	if (c->bev == NULL)
+		return;
+	if ((c->state == CONN_ACTIVE || c->state == CONN_GREETING) &&
+	    c->pause == 0 && !c->eof)
+		bufferevent_enable(c->bev, EV_READ);
+	else
+		bufferevent_disable(c->bev, EV_READ);
+}
+
+void
+conn_pause(struct conn *c, enum conn_pause why)
+{
+	c->pause |= why;
+	update_reading(c);
+}
+
+void
+conn_resume(struct conn *c, enum conn_pause why)
+{
+	struct evbuffer *in;
+
+	if ((c->pause & why) == 0)
+		return;
+	c->pause &= ~why;
+	update_reading(c);
+	/*
+	 * Input may already be buffered (read before the pause); libevent
+	 * will not call us again for it until more arrives, so hand it to
+	 * the service now -- but not re-entrantly.
+	 */
+	in = bufferevent_get_input(c->bev);
+	if (c->pause == 0 && c->state == CONN_ACTIVE && !c->reading_now &&
+	    (evbuffer_get_length(in) > 0 || c->eof))
+		conn_readcb(c->bev, c);
+}
+
+int
+conn_eof(const struct conn *c)
+{
+	return c->eof;
+}
+
+int
+conn_paused(const struct conn *c, enum conn_pause why)
+{
+	return (c->pause & why) != 0;
+}
+
+struct evbuffer *
+conn_output(struct conn *c)
+{
+	return bufferevent_get_output(c->bev);
+}
+
+size_t
+conn_output_length(const struct conn *c)
+{
+	if (c->bev == NULL)
+		return 0;
+	return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+int
+conn_write(struct conn *c, const void *data, size_t len)
+{
+	if (c->state >= CONN_CLOSING)
+		return -1;
+	c->srv->stats.bytes_out += len;
+	return bufferevent_write(c->bev, data, len);
+}
+
+int
+conn_printf(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (c->state >= CONN_CLOSING)
+		return -1;
+	va_start(ap, fmt);
+	n = evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		c->srv->stats.bytes_out += (uint64_t)n;
+	return n;
+}
+
+void
+conn_watch_output(struct conn *c, size_t low)
+{
+	if (c->bev == NULL)
+		return;
+	c->watching = 1;
+	bufferevent_setwatermark(c->bev, EV_WRITE, low, 0);
+}
+
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	conn_enter(c);
+	if (c->state == CONN_HANDSHAKE) {
+		c->srv->stats.tls_failures++;
+		log_info("conn %s: TLS handshake timed out", c->peer);
+		conn_abort(c, "handshake timeout");
+	} else if (c->state == CONN_CLOSING) {
+		log_info(
+		    "conn %s: peer did not take its output in time", c->peer);
+		conn_free(c);
+	}
+	conn_leave(c);
+}
+
+static void
+arm_deadline(struct conn *c, uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000};
+
+	evtimer_add(c->deadline, &tv);
+}
+
+static void
+set_tcp_options(int fd)
+{
+	int one = 1, idle = 60, intvl = 10, cnt = 6;
+
+	/* Chat lines are small and interactive: never wait for Nagle. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	/* Find dead peers without asking clients to answer PINGs. */
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+}
+
+static void
+format_peer(struct conn *c, const struct sockaddr *sa)
+{
+	in_port_t port = 0;
+
+	c->peer_ip[0] = '\0';
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)sa;
+
+		inet_ntop(
+		    AF_INET, &sin->sin_addr, c->peer_ip, sizeof c->peer_ip);
+		port = ntohs(sin->sin_port);
+		snprintf(c->peer, sizeof c->peer, "%s:%u", c->peer_ip, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const void *)sa;
+
+		inet_ntop(
+		    AF_INET6, &sin6->sin6_addr, c->peer_ip, sizeof c->peer_ip);
+		port = ntohs(sin6->sin6_port);
+		snprintf(c->peer, sizeof c->peer, "[%s]:%u", c->peer_ip, port);
+	} else {
+		snprintf(c->peer_ip, sizeof c->peer_ip, "local");
+		snprintf(c->peer, sizeof c->peer, "local");
+	}
+}
+
+/* Refusals come in storms; log the first of each second, count the rest. */
+static int
+refusal_log_ok(void)
+{
+	static time_t last;
+	time_t now = time(NULL);
+
+	if (now == last)
+		return 0;
+	last = now;
+	return 1;
+}
+
+static void
+refuse(int fd, int tls, const char *line)
+{
+	/*
+	 * Best effort, non-blocking: a refusal must never stall the loop.
+	 * TLS clients cannot read plain text before a handshake, and we do
+	 * not spend a handshake on someone we are about to turn away.
+	 */
+	if (!tls)
+		(void)send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(fd);
+}
+
+static void
+transport_ready(struct conn *c)
+{
+	conn_set_state(c, CONN_GREETING);
+	if (c->srv->cfg->idle_timeout_ms > 0) {
+		struct timeval tv = {
+		    (time_t)(c->srv->cfg->idle_timeout_ms / 1000),
+		    (long)(c->srv->cfg->idle_timeout_ms % 1000) * 1000,
+		};
+		bufferevent_set_timeouts(c->bev, &tv, NULL);
+	}
+	if (c->svc->open != NULL && c->svc->open(c) == -1) {
+		conn_close(c, "refused by service");
+		return;
+	}
+	if (c->state == CONN_GREETING)
+		conn_set_state(c, CONN_ACTIVE);
+	update_reading(c);
+}
+
+void
+conn_accept(struct server *s, const struct conn_service *svc,
+    const char *listener, int tls, int fd, const struct sockaddr *sa,
+    socklen_t salen)
+{
+	struct conn *c;
+	const struct config *cfg = s->cfg;
+	unsigned per_ip;
+
+	if (nconns >= cfg->max_connections) {
+		s->stats.refused_full++;
+		if (refusal_log_ok())
+			log_notice(
+			    "refusing %s connection: max_connections (%u) "
+			    "reached",
+			    listener, cfg->max_connections);
+		refuse(fd, tls, "parleyd: server full\r\n");
+		return;
+	}
+	per_ip = ipcount_get(sa);
+	if (cfg->max_connections_per_ip > 0 &&
+	    per_ip >= cfg->max_connections_per_ip) {
+		s->stats.refused_per_ip++;
+		if (refusal_log_ok())
+			log_info(
+			    "refusing %s connection: max_connections_per_ip "
+			    "(%u) reached",
+			    listener, cfg->max_connections_per_ip);
+		refuse(fd, tls,
+		    "parleyd: too many connections from your "
+		    "address\r\n");
+		return;
+	}
+	if ((c = calloc(1, sizeof *c)) == NULL) {
+		log_err("out of memory accepting a connection");
+		close(fd);
+		return;
+	}
+	c->srv = s;
+	c->svc = svc;
+	c->state = CONN_HANDSHAKE;
+	snprintf(c->listener, sizeof c->listener, "%s", listener);
+	if (salen <= sizeof c->addr)
+		memcpy(&c->addr, sa, salen);
+	format_peer(c, sa);
+	set_tcp_options(fd);
+
+	if (tls) {
+		if (s->tls_ctx == NULL ||
+		    (c->ssl = tls_ssl_new(s->tls_ctx)) == NULL) {
+			close(fd);
+			free(c);
+			return;
+		}
+		/* On failure this has already freed the SSL (and not fd). */
+		c->bev = bufferevent_openssl_socket_new(s->base, fd, c->ssl,
+		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		if (c->bev != NULL)
+			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	} else {
+		c->bev =
+		    bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
+	if (c->bev == NULL ||
+	    (c->deadline = evtimer_new(s->base, deadline_cb, c)) == NULL) {
+		log_err("conn %s: cannot set up connection", c->peer);
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		free(c);
+		return;
+	}
+	slot_alloc(c);
+	TAILQ_INSERT_TAIL(&all_conns, c, entry);
+	nconns++;
+	state_counts[CONN_HANDSHAKE]++;
+	ipcount_add((struct sockaddr *)&c->addr);
+	s->stats.accepted++;
+	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
+	log_debug("conn %s: accepted on %s", c->peer, listener);
+
+	if (tls) {
+		arm_deadline(c, cfg->handshake_timeout_ms);
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	} else {
+		bufferevent_enable(c->bev, EV_WRITE);
+		transport_ready(c);
+	}
+}
+
+static void
+conn_readcb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	if (c->state != CONN_ACTIVE || c->svc->read == NULL) {
+		/* Closing: whatever still arrives is dropped. */
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	conn_enter(c);
+	c->srv->stats.bytes_in += evbuffer_get_length(in);
+	c->reading_now = 1;
+	c->svc->read(c, in);
+	c->reading_now = 0;
+	/* After end of input, close once the service took all it could. */
+	if (c->eof && c->state == CONN_ACTIVE && c->pause == 0)
+		conn_close(c, "client closed");
+	conn_leave(c);
+}
+
+static void
+finish_close(struct conn *c)
+{
+	if (c->ssl != NULL) {
+		/* close_notify, best effort: the socket is non-blocking. */
+		if (SSL_shutdown(c->ssl) < 0)
+			ERR_clear_error();
+	}
+	conn_free(c);
+}
+
+static void
+conn_writecb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	conn_enter(c);
+	if (c->state == CONN_CLOSING) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			finish_close(c);
+	} else if (c->watching && c->svc->drained != NULL) {
+		c->watching = 0;
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		c->svc->drained(c);
+	}
+	conn_leave(c);
+}
+
+static void
+conn_event(struct conn *c, short what)
+{
+	unsigned long e;
+	char buf[256];
+
+	if (what & BEV_EVENT_CONNECTED) {
+		/* TLS handshake complete. */
+		evtimer_del(c->deadline);
+		c->srv->stats.tls_handshakes++;
+		log_debug("conn %s: %s %s", c->peer, SSL_get_version(c->ssl),
+		    SSL_get_cipher_name(c->ssl));
+		transport_ready(c);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		log_info("conn %s: idle for too long, closing", c->peer);
+		if (c->svc->shutdown != NULL && c->state < CONN_CLOSING)
+			conn_printf(c, "parleyd: idle timeout, goodbye\r\n");
+		conn_close(c, "idle timeout");
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		if (c->state == CONN_HANDSHAKE)
+			c->srv->stats.tls_failures++;
+		if (c->ssl != NULL &&
+		    (e = bufferevent_get_openssl_error(c->bev)) != 0) {
+			ERR_error_string_n(e, buf, sizeof buf);
+			log_info("conn %s: TLS error: %s", c->peer, buf);
+			while (bufferevent_get_openssl_error(c->bev) != 0)
+				;
+		} else if (EVUTIL_SOCKET_ERROR() != 0) {
+			log_debug("conn %s: %s", c->peer,
+			    evutil_socket_error_to_string(
+				EVUTIL_SOCKET_ERROR()));
+		}
+		conn_abort(c, "error");
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		log_debug("conn %s: end of input", c->peer);
+		if (c->state == CONN_HANDSHAKE) {
+			c->srv->stats.tls_failures++;
+			conn_abort(c, "eof in handshake");
+			return;
+		}
+		/*
+		 * The peer finished sending (it may still read).  Let the
+		 * service take what is buffered -- a paused one gets it on
+		 * resume -- then flush what we owe and close.
+		 */
+		c->eof = 1;
+		update_reading(c);
+		if (c->state == CONN_ACTIVE && c->pause == 0)
+			conn_readcb(c->bev, c);
+		else if (c->state == CONN_GREETING)
+			conn_close(c, "client closed");
+	}
+}
+
+static void
+conn_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	conn_enter(c);
+	conn_event(c, what);
+	conn_leave(c);
+}
+
+void
+conn_close(struct conn *c, const char *reason)
+{
+	if (c->state >= CONN_CLOSING)
+		return;
+	log_debug("conn %s: closing (%s)", c->peer, reason);
+	conn_set_state(c, CONN_CLOSING);
+	update_reading(c);
+	bufferevent_set_timeouts(c->bev, NULL, NULL);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		finish_close(c);
+		return;
+	}
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	bufferevent_enable(c->bev, EV_WRITE);
+	arm_deadline(c,
+	    CLOSE_LINGER_MS < c->srv->cfg->shutdown_timeout_ms ||
+		    c->srv->cfg->shutdown_timeout_ms == 0
+		? CLOSE_LINGER_MS
+		: c->srv->cfg->shutdown_timeout_ms);
+}
+
+void
+conn_shutdown(struct conn *c)
+{
+	if (c->state >= CONN_CLOSING)
+		return;
+	if (c->state != CONN_HANDSHAKE && c->svc->shutdown != NULL)
+		c->svc->shutdown(c);
+	conn_close(c, "server shutting down");
+}
+
+void
+conn_abort(struct conn *c, const char *reason)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	log_debug("conn %s: aborting (%s)", c->peer, reason);
+	conn_free(c);
+}
+
+static void
+conn_free(struct conn *c)
+{
+	struct server *s = c->srv;
+
+	conn_set_state(c, CONN_CLOSED);
+	if (c->svc->close != NULL)
+		c->svc->close(c);
+	c->data = NULL;
+	TAILQ_REMOVE(&all_conns, c, entry);
+	nconns--;
+	state_counts[CONN_CLOSED]--;
+	ipcount_del((struct sockaddr *)&c->addr);
+	slot_release(c);
+	event_free(c->deadline);
+	c->deadline = NULL;
+	/* With CLOSE_ON_FREE this closes the fd and frees the SSL. */
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	if (c->busy == 0)
+		free(c);
+	server_conn_gone(s);
+}
+
+void
+conn_foreach(void (*fn)(struct conn *, void *), void *arg)
+{
+	struct conn *c;
+	uint64_t *ids;
+	size_t i, n = 0;
+
+	/*
+	 * Snapshot ids first: fn may close any number of conns (its own or,
+	 * through a broadcast, others), which a list walk would not survive.
+	 */
+	if (nconns == 0)
+		return;
+	if ((ids = calloc(nconns, sizeof *ids)) == NULL)
+		abort();
+	TAILQ_FOREACH(c, &all_conns, entry)
+	ids[n++] = c->id;
+	for (i = 0; i < n; i++)
+		if ((c = conn_lookup(ids[i])) != NULL)
+			fn(c, arg);
+	free(ids);
+}
+
+void
+conn_abort_all(const char *reason)
+{
+	struct conn *c;
+
+	while ((c = TAILQ_FIRST(&all_conns)) != NULL)
+		conn_abort(c, reason);
+}

@@ -1,0 +1,323 @@
+/* Listening sockets; see listener.h. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "conf.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "notify.h"
+#include "server.h"
+#include "service.h"
+
+/* Pause after accept() fails for lack of descriptors, so we never spin. */
+#define ACCEPT_RETRY_MS 250
+
+struct listener {
+	struct server *srv;
+	char *name;
+	char *address;
+	int port; /* as configured */
+	int bound_port; /* as bound (differs when port = 0) */
+	int tls;
+	int activated; /* fd came from systemd: never close it on reload */
+	enum service_kind service;
+	const struct conn_service *svc;
+	struct evconnlistener *evl;
+	struct event *retry;
+	struct listener *next;
+};
+
+static void
+accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	struct listener *l = arg;
+
+	(void)evl;
+	conn_accept(l->srv, l->svc, l->name, l->tls, fd, sa, (socklen_t)salen);
+}
+
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(l->evl);
+}
+
+static void
+accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+	struct listener *l = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
+
+	l->srv->stats.accept_errors++;
+	/*
+	 * EMFILE/ENFILE/ENOBUFS leave the connection in the backlog, so the
+	 * socket stays readable: stop watching it for a moment instead of
+	 * spinning, and keep serving the clients we have.
+	 */
+	log_warn("listener %s: accept: %s; pausing accepts for %d ms", l->name,
+	    evutil_socket_error_to_string(err), ACCEPT_RETRY_MS);
+	evconnlistener_disable(evl);
+	evtimer_add(l->retry, &tv);
+}
+
+static void
+listener_free(struct listener *l)
+{
+	if (l->evl != NULL)
+		evconnlistener_free(l->evl);
+	if (l->retry != NULL)
+		event_free(l->retry);
+	free(l->name);
+	free(l->address);
+	free(l);
+}
+
+static int
+bound_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+		return -1;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return -1;
+}
+
+static struct listener *
+listener_wrap(
+    struct server *s, const struct listen_config *lc, int fd, int activated)
+{
+	struct listener *l;
+
+	if ((l = calloc(1, sizeof *l)) == NULL)
+		return NULL;
+	l->srv = s;
+	l->name = strdup(lc->name);
+	l->address = strdup(lc->address);
+	l->port = lc->port;
+	l->tls = lc->tls;
+	l->service = lc->service;
+	l->svc = service_ops(lc->service);
+	l->activated = activated;
+	l->bound_port = bound_port(fd);
+	l->retry = evtimer_new(s->base, retry_cb, l);
+	l->evl = evconnlistener_new(s->base, accept_cb, l,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (l->name == NULL || l->address == NULL || l->retry == NULL ||
+	    l->evl == NULL) {
+		if (l->evl == NULL)
+			close(fd);
+		listener_free(l);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(l->evl, accept_error_cb);
+	return l;
+}
+
+static int
+bind_one(const struct addrinfo *ai, unsigned backlog, char *err, size_t errlen,
+    const char *name)
+{
+	int fd, one = 1;
+
+	fd = socket(ai->ai_family,
+	    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd == -1)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	/* An IPv6 section means IPv6 only; IPv4 gets its own section. */
+	if (ai->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) == -1 ||
+	    listen(fd, (int)backlog) == -1)
+		goto fail;
+	return fd;
+fail:
+	snprintf(err, errlen, "listener %s: %s", name, strerror(errno));
+	if (fd != -1)
+		close(fd);
+	return -1;
+}
+
+/* Open one section; appends to *list.  -1 with err. */
+static int
+open_section(struct server *s, const struct listen_config *lc,
+    struct listener **list, char *err, size_t errlen)
+{
+	struct addrinfo hints, *res, *ai;
+	struct listener *l;
+	char port[8];
+	int fd, rc, n = 0;
+
+	if ((fd = notify_listen_fd(lc->name)) != -1) {
+		if ((l = listener_wrap(s, lc, fd, 1)) == NULL) {
+			snprintf(err, errlen, "listener %s: out of memory",
+			    lc->name);
+			return -1;
+		}
+		l->next = *list;
+		*list = l;
+		log_info("listener %s: %s%s via socket activation (port %d)",
+		    lc->name, service_name(lc->service), lc->tls ? "+tls" : "",
+		    l->bound_port);
+		return 0;
+	}
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(port, sizeof port, "%d", lc->port);
+	if ((rc = getaddrinfo(lc->address, port, &hints, &res)) != 0) {
+		snprintf(err, errlen, "listener %s: cannot resolve %s: %s",
+		    lc->name, lc->address, gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		if ((fd = bind_one(
+			 ai, s->cfg->backlog, err, errlen, lc->name)) == -1) {
+			freeaddrinfo(res);
+			return -1;
+		}
+		if ((l = listener_wrap(s, lc, fd, 0)) == NULL) {
+			snprintf(err, errlen, "listener %s: out of memory",
+			    lc->name);
+			freeaddrinfo(res);
+			return -1;
+		}
+		l->next = *list;
+		*list = l;
+		n++;
+		log_info("listener %s: %s%s on %s port %d", lc->name,
+		    service_name(lc->service), lc->tls ? "+tls" : "",
+		    ai->ai_family == AF_INET6 ? "IPv6" : "IPv4", l->bound_port);
+	}
+	freeaddrinfo(res);
+	return 0;
+}
+
+static void
+free_list(struct listener *l)
+{
+	struct listener *next;
+
+	for (; l != NULL; l = next) {
+		next = l->next;
+		listener_free(l);
+	}
+}
+
+int
+listeners_open(struct server *s, char *err, size_t errlen)
+{
+	struct listener *list = NULL;
+	size_t i;
+
+	for (i = 0; i < s->cfg->nlisteners; i++) {
+		if (open_section(
+			s, &s->cfg->listeners[i], &list, err, errlen) == -1) {
+			free_list(list);
+			return -1;
+		}
+	}
+	s->listeners = list;
+	return 0;
+}
+
+static const struct listen_config *
+find_section(const struct config *cfg, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->nlisteners; i++)
+		if (strcmp(cfg->listeners[i].name, name) == 0)
+			return &cfg->listeners[i];
+	return NULL;
+}
+
+int
+listeners_update(struct server *s, char *err, size_t errlen)
+{
+	struct listener *keep = NULL, *added = NULL, *l, *next;
+	const struct listen_config *lc;
+	size_t i;
+
+	/* Open new sections first, so a bind failure changes nothing. */
+	for (i = 0; i < s->cfg->nlisteners; i++) {
+		lc = &s->cfg->listeners[i];
+		for (l = s->listeners; l != NULL; l = l->next)
+			if (strcmp(l->name, lc->name) == 0 &&
+			    strcmp(l->address, lc->address) == 0 &&
+			    l->port == lc->port)
+				break;
+		if (l != NULL)
+			continue;
+		if (open_section(s, lc, &added, err, errlen) == -1) {
+			free_list(added);
+			return -1;
+		}
+	}
+	for (l = s->listeners; l != NULL; l = next) {
+		next = l->next;
+		lc = find_section(s->cfg, l->name);
+		if (lc == NULL || strcmp(l->address, lc->address) != 0 ||
+		    l->port != lc->port) {
+			log_info("listener %s: closed by reload", l->name);
+			listener_free(l);
+			continue;
+		}
+		/* Service and TLS may change in place. */
+		l->tls = lc->tls;
+		l->service = lc->service;
+		l->svc = service_ops(lc->service);
+		l->next = keep;
+		keep = l;
+	}
+	for (l = added; l != NULL; l = next) {
+		next = l->next;
+		l->next = keep;
+		keep = l;
+	}
+	s->listeners = keep;
+	return 0;
+}
+
+void
+listeners_close(struct server *s)
+{
+	free_list(s->listeners);
+	s->listeners = NULL;
+}
+
+int
+listener_port(struct server *s, const char *name)
+{
+	struct listener *l;
+
+	for (l = s->listeners; l != NULL; l = l->next)
+		if (strcmp(l->name, name) == 0)
+			return l->bound_port;
+	return -1;
+}
