@@ -52,6 +52,12 @@ static const struct command commands[] = {
     {"topic", "[text]", "show or set the current room's topic", 0, 1,
 	cmd_topic},
     {"quit", "[reason]", "leave the server", 0, 1, cmd_quit},
+    {"history", "[N | since DURATION]",
+	"show the last N messages of the current room, or those since "
+	"DURATION ago (e.g. 10m, 2h)",
+	0, 2, chat_history_cmd},
+    {"search", "WORDS", "search the history of your rooms, newest first", 1,
+	1, chat_search_cmd},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -131,8 +137,10 @@ chat_say(struct session *s, const char *text, int action)
 		b = blob_printf("%s * %s %s", r->name, s->nick, text);
 	else
 		b = blob_printf("%s <%s> %s", r->name, s->nick, text);
+	/* Broadcast first, store after: history never delays delivery. */
 	room_broadcast(r, s, b);
 	blob_unref(b);
+	chat_record(s, r, action, text);
 }
 
 static void
@@ -222,6 +230,7 @@ cmd_join(struct session *s, int argc, char **argv)
 	b = blob_printf("*** %s: %s has joined", r->name, s->nick);
 	room_broadcast(r, s, b);
 	blob_unref(b);
+	chat_replay(s, r);
 }
 
 static void

@@ -49,6 +49,9 @@ struct session {
 	struct room **rooms; /* joined; the last is current */
 	size_t nrooms;
 	struct evbuffer *pending; /* telnet-filtered input not yet framed */
+	struct evbuffer *held;    /* output held back while replaying */
+	int replaying;            /* history replays in flight */
+	int querying;             /* a /history or /search in flight */
 	struct event *timer; /* flood refill / continue processing */
 	double tokens;
 	uint64_t refilled_ms;
@@ -95,6 +98,17 @@ int room_add(struct room *r, struct session *s);
 void room_remove(struct chat *ch, struct room *r, struct session *s);
 void room_broadcast(struct room *r, struct session *except, struct blob *b);
 void room_free_all(struct chat *ch);
+
+/* Where output goes: held back behind a replay, or the connection. */
+struct evbuffer *session_out(struct session *s);
+size_t session_queued(struct session *s);
+
+/* History (chat-history.c). */
+void chat_record(struct session *s, struct room *r, int kind,
+    const char *text);
+void chat_replay(struct session *s, struct room *r);
+void chat_history_cmd(struct session *s, int argc, char **argv);
+void chat_search_cmd(struct session *s, int argc, char **argv);
 
 /* Commands (chat-cmd.c). */
 void chat_command(struct session *s, char *line);

@@ -100,6 +100,18 @@ disconnect_slow(struct session *s)
 	conn_close(s->conn, "slow consumer");
 }
 
+struct evbuffer *
+session_out(struct session *s)
+{
+	return s->replaying ? s->held : conn_output(s->conn);
+}
+
+size_t
+session_queued(struct session *s)
+{
+	return conn_output_length(s->conn) + evbuffer_get_length(s->held);
+}
+
 void
 session_send(struct session *s, struct blob *b, int room_traffic)
 {
@@ -108,7 +120,7 @@ session_send(struct session *s, struct blob *b, int room_traffic)
 
 	if (b == NULL || conn_state(s->conn) != CONN_ACTIVE)
 		return;
-	out = conn_output_length(s->conn);
+	out = session_queued(s);
 	if (room_traffic && s->slow) {
 		s->missed++;
 		return;
@@ -128,8 +140,8 @@ session_send(struct session *s, struct blob *b, int room_traffic)
 		return;
 	}
 	b->refs++;
-	if (evbuffer_add_reference(
-		conn_output(s->conn), b->data, b->len, blob_release, b) == -1)
+	if (evbuffer_add_reference(session_out(s), b->data, b->len,
+		blob_release, b) == -1)
 		b->refs--;
 	s->chat->srv->stats.bytes_out += b->len;
 }
@@ -154,11 +166,13 @@ session_printf(struct session *s, const char *fmt, ...)
 		va_end(ap);
 	}
 	memcpy(p + n, "\r\n", 2);
-	if (conn_output_length(s->conn) + (size_t)n + 2 >
+	if (conn_state(s->conn) != CONN_ACTIVE)
+		;
+	else if (session_queued(s) + (size_t)n + 2 >
 	    s->chat->srv->cfg->chat_output_hard_limit)
 		disconnect_slow(s);
 	else
-		conn_write(s->conn, p, (size_t)n + 2);
+		evbuffer_add(session_out(s), p, (size_t)n + 2);
 	if (p != buf)
 		free(p);
 }
@@ -442,9 +456,12 @@ chat_open(struct conn *c)
 
 	if ((s = calloc(1, sizeof *s)) == NULL ||
 	    (s->pending = evbuffer_new()) == NULL ||
+	    (s->held = evbuffer_new()) == NULL ||
 	    (s->timer = evtimer_new(srv->base, timer_cb, s)) == NULL) {
 		if (s != NULL && s->pending != NULL)
 			evbuffer_free(s->pending);
+		if (s != NULL && s->held != NULL)
+			evbuffer_free(s->held);
 		free(s);
 		return -1;
 	}
@@ -481,6 +498,7 @@ chat_open(struct conn *c)
 		b = blob_printf("*** %s: %s has joined", r->name, s->nick);
 		room_broadcast(r, s, b);
 		blob_unref(b);
+		chat_replay(s, r);
 	} else {
 		s->rooms =
 		    malloc(sizeof *s->rooms * cfg->chat_max_rooms_per_client);
@@ -528,6 +546,7 @@ chat_close(struct conn *c)
 		strmap_del(s->chat->nicks, s->fold);
 	event_free(s->timer);
 	evbuffer_free(s->pending);
+	evbuffer_free(s->held);
 	free(s->rooms);
 	free(s);
 }

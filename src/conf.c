@@ -47,6 +47,8 @@ struct key {
 #define DAY (24ULL * 3600 * 1000)
 static const struct key keys[] = {
     {"server", "state_directory", K_STRING, OFF(state_directory), 0, 0},
+    {"server", "user", K_STRING, OFF(user), 0, 0},
+    {"server", "allow_root", K_BOOL, OFF(allow_root), 0, 0},
     {"server", "log_level", K_LOGLEVEL, OFF(log_level), 0, 0},
     {"server", "max_connections", K_UINT, OFF(max_connections), 1, 1000000},
     {"server", "max_connections_per_ip", K_UINT, OFF(max_connections_per_ip), 0,
@@ -296,6 +298,7 @@ config_free(struct config *cfg)
 	free(cfg->listeners);
 	free(cfg->path);
 	free(cfg->state_directory);
+	free(cfg->user);
 	free(cfg->tls_certificate);
 	free(cfg->tls_private_key);
 	free(cfg->tls_ciphers);
@@ -438,9 +441,11 @@ set_listener_key(struct parse_state *ps, struct listen_config *l,
 			l->service = SERVICE_ECHO;
 		else if (strcmp(value, "chat") == 0)
 			l->service = SERVICE_CHAT;
+		else if (strcmp(value, "metrics") == 0)
+			l->service = SERVICE_METRICS;
 		else {
-			set_err(ps, "service must be echo or chat, not \"%s\"",
-			    value);
+			set_err(ps, "service must be echo, chat or metrics, "
+			    "not \"%s\"", value);
 			return 0;
 		}
 	} else if (strcmp(name, "tls") == 0) {
@@ -535,6 +540,10 @@ handler(void *user, const char *section, const char *name, const char *value)
 		}
 		free(*(char **)(base + k->offset));
 		*(char **)(base + k->offset) = xstrdup(value);
+		if (k->offset == OFF(tls_certificate))
+			cfg->tls_certificate_line = ps->line;
+		else if (k->offset == OFF(tls_private_key))
+			cfg->tls_private_key_line = ps->line;
 		break;
 	case K_LOGLEVEL:
 		if ((lvl = log_level_parse(value)) == -1) {
@@ -635,6 +644,12 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 				return -1;
 			}
 		}
+		if (l->tls && l->service == SERVICE_METRICS) {
+			snprintf(err, errlen, "%s:%d: [listen %s]: the metrics "
+			    "service is plain HTTP; tls must be no", cfg->path,
+			    l->line, l->name);
+			return -1;
+		}
 		if (l->tls && !need_tls) {
 			need_tls = 1;
 			tls_line = l->line;
@@ -660,7 +675,7 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 			snprintf(err, errlen,
 			    "%s:%d: cannot read certificate "
 			    "%s: %s",
-			    cfg->path, tls_line, cfg->tls_certificate,
+			    cfg->path, cfg->tls_certificate_line, cfg->tls_certificate,
 			    strerror(errno));
 			return -1;
 		}
@@ -668,7 +683,7 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 			snprintf(err, errlen,
 			    "%s:%d: cannot read private key "
 			    "%s: %s",
-			    cfg->path, tls_line, cfg->tls_private_key,
+			    cfg->path, cfg->tls_private_key_line, cfg->tls_private_key,
 			    strerror(errno));
 			return -1;
 		}

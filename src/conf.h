@@ -26,6 +26,8 @@ struct config {
 
 	/* [server] */
 	char *state_directory;
+	char *user;        /* drop to this user after binding (as root) */
+	int allow_root;    /* keep running as root without user = */
 	int log_level;
 	unsigned max_connections;
 	unsigned max_connections_per_ip;
@@ -41,6 +43,8 @@ struct config {
 	char *tls_ciphers; /* TLS 1.2 cipher list */
 	char *tls_ciphersuites; /* TLS 1.3 suites */
 	int tls_min_version; /* TLS1_2_VERSION or TLS1_3_VERSION */
+	int tls_certificate_line; /* where they were set, for errors */
+	int tls_private_key_line;
 
 	/* [echo] */
 	size_t echo_buffer_limit;

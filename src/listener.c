@@ -18,6 +18,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "server.h"
 #include "service.h"
@@ -36,6 +37,7 @@ struct listener {
 	enum service_kind service;
 	const struct conn_service *svc;
 	struct evconnlistener *evl;
+	struct evhttp_bound_socket *http; /* service = metrics */
 	struct event *retry;
 	struct listener *next;
 };
@@ -84,6 +86,8 @@ listener_free(struct listener *l)
 {
 	if (l->evl != NULL)
 		evconnlistener_free(l->evl);
+	if (l->http != NULL)
+		metrics_unlisten(l->srv->metrics, l->http);
 	if (l->retry != NULL)
 		event_free(l->retry);
 	free(l->name);
@@ -124,16 +128,23 @@ listener_wrap(
 	l->activated = activated;
 	l->bound_port = bound_port(fd);
 	l->retry = evtimer_new(s->base, retry_cb, l);
-	l->evl = evconnlistener_new(s->base, accept_cb, l,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-	if (l->name == NULL || l->address == NULL || l->retry == NULL ||
-	    l->evl == NULL) {
+	if (lc->service == SERVICE_METRICS) {
+		/* evhttp accepts on it (and owns the fd from here on). */
+		if ((l->http = metrics_listen(s->metrics, fd)) == NULL)
+			close(fd);
+	} else {
+		l->evl = evconnlistener_new(s->base, accept_cb, l,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 		if (l->evl == NULL)
 			close(fd);
+		else
+			evconnlistener_set_error_cb(l->evl, accept_error_cb);
+	}
+	if (l->name == NULL || l->address == NULL || l->retry == NULL ||
+	    (l->evl == NULL && l->http == NULL)) {
 		listener_free(l);
 		return NULL;
 	}
-	evconnlistener_set_error_cb(l->evl, accept_error_cb);
 	return l;
 }
 
@@ -288,7 +299,16 @@ listeners_update(struct server *s, char *err, size_t errlen)
 			listener_free(l);
 			continue;
 		}
-		/* Service and TLS may change in place. */
+		/* Service and TLS may change in place (not to/from HTTP). */
+		if ((l->service == SERVICE_METRICS) !=
+		    (lc->service == SERVICE_METRICS)) {
+			log_warn("listener %s: switching to or from metrics "
+			    "needs a restart; keeping %s", l->name,
+			    service_name(l->service));
+			l->next = keep;
+			keep = l;
+			continue;
+		}
 		l->tls = lc->tls;
 		l->service = lc->service;
 		l->svc = service_ops(lc->service);

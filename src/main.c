@@ -6,11 +6,14 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -44,6 +47,46 @@ make_state_dir(const char *path)
 		return S_ISDIR(st.st_mode) ? 0 : -1;
 	if (mkdir(path, 0750) == -1 && errno != EEXIST)
 		return -1;
+	return 0;
+}
+
+/*
+ * Started as root (outside systemd's DynamicUser=): listeners are bound
+ * and files open, so give up root now.  Running on as root needs an
+ * explicit allow_root = yes.
+ */
+static int
+drop_privileges(const struct config *cfg)
+{
+	struct passwd *pw;
+
+	if (geteuid() != 0)
+		return 0;
+	if (cfg->user == NULL) {
+		if (cfg->allow_root) {
+			log_warn("running as root (allow_root = yes)");
+			return 0;
+		}
+		log_err("refusing to run as root: set [server] user = NAME "
+			"(or allow_root = yes)");
+		return -1;
+	}
+	if ((pw = getpwnam(cfg->user)) == NULL) {
+		log_err("user %s: no such user", cfg->user);
+		return -1;
+	}
+	if (chown(cfg->state_directory, pw->pw_uid, pw->pw_gid) == -1)
+		log_warn("chown %s: %s", cfg->state_directory, strerror(errno));
+	if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
+	    setgid(pw->pw_gid) == -1 || setuid(pw->pw_uid) == -1) {
+		log_err("cannot become %s: %s", cfg->user, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		log_err("privileges could not be dropped for good");
+		return -1;
+	}
+	log_info("running as %s", cfg->user);
 	return 0;
 }
 
@@ -108,6 +151,11 @@ main(int argc, char **argv)
 	if ((s = server_new(cfg, err, sizeof err)) == NULL) {
 		log_err("%s", err);
 		notify_close_unclaimed();
+		libevent_global_shutdown();
+		return 1;
+	}
+	if (drop_privileges(cfg) == -1) {
+		server_free(s);
 		libevent_global_shutdown();
 		return 1;
 	}

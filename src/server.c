@@ -19,7 +19,9 @@
 #include "conf.h"
 #include "conn.h"
 #include "listener.h"
+#include "history.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "server.h"
 #include "chat.h"
@@ -219,9 +221,24 @@ server_new(struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot start worker threads");
 		goto fail;
 	}
-	if ((s->chat = chat_new(s)) == NULL) {
+	if ((s->chat = chat_new(s)) == NULL ||
+	    (s->metrics = metrics_new(s)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
+	}
+	if (cfg->history_enabled) {
+		char herr[512];
+
+		s->history = history_open(s->base, cfg, herr, sizeof herr);
+		if (s->history == NULL && cfg->history_required) {
+			snprintf(err, errlen, "history: %s", herr);
+			goto fail;
+		}
+		if (s->history == NULL)
+			log_err("history: %s; chatting without history "
+				"(set [history] required = yes to refuse "
+				"instead)",
+			    herr);
 	}
 	if (listeners_open(s, err, errlen) == -1)
 		goto fail;
@@ -270,8 +287,12 @@ server_free(struct server *s)
 		return;
 	listeners_close(s);
 	conn_abort_all("exiting");
+	/* Commit every queued message before anything else goes away. */
+	if (s->history != NULL)
+		history_close(s->history);
 	if (s->workq != NULL)
 		workq_free(s->workq);
+	metrics_free(s->metrics);
 	if (s->chat != NULL)
 		chat_free(s->chat);
 	if (p->sig_term != NULL)

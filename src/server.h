@@ -17,6 +17,7 @@ struct listener;
 struct workq;
 struct chat;
 struct history;
+struct metrics;
 
 struct server_stats {
 	uint64_t accepted;
@@ -40,6 +41,7 @@ struct server {
 	struct workq *workq;
 	struct chat *chat;
 	struct history *history;
+	struct metrics *metrics;
 	struct event *stop_timer;
 	int stopping;
 	int exit_code;

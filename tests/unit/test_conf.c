@@ -135,7 +135,7 @@ main(void)
 	expect_error("[tls]\ncertificate = /nonexistent/c.pem\n"
 		     "private_key = /nonexistent/k.pem\n"
 		     "[listen a]\nport = 1\ntls = yes\n",
-	    "t.conf:6: cannot read certificate", "missing certificate file");
+	    "t.conf:2: cannot read certificate", "missing certificate file");
 	expect_error(
 	    "this is not ini\n", "t.conf:1: syntax error", "syntax error");
 	expect_error("port = 1\n", "t.conf:1: key \"port\" outside",

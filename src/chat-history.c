@@ -1,0 +1,272 @@
+/*
+ * Chat <-> history: storing room lines, replay on join, /history and
+ * /search.  Queries run off the loop; their results come back by conn id
+ * and are dropped if the client left meanwhile.
+ *
+ * The replay seam: a joiner is added to the room first, so live lines
+ * reach it from that instant -- but they are held in s->held while the
+ * replay runs.  The replay asks for ids up to the last id assigned
+ * before the join; every later line is live.  Replay, then the held live
+ * lines: nothing missing, nothing twice.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "chat-int.h"
+#include "conf.h"
+#include "conn.h"
+#include "history.h"
+#include "log.h"
+#include "server.h"
+
+static struct history *
+hist(struct session *s)
+{
+	return s->chat->srv->history;
+}
+
+void
+chat_record(struct session *s, struct room *r, int kind, const char *text)
+{
+	if (hist(s) != NULL)
+		history_append(hist(s), r->fold, s->nick,
+		    kind ? HISTORY_ACTION : HISTORY_MESSAGE, text);
+}
+
+static void
+format_ts(int64_t ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* One stored line as the client sees it: "#room [time] <nick> text". */
+static void
+emit_row(struct evbuffer *out, const char *room, const struct history_row *row)
+{
+	char ts[32];
+
+	format_ts(row->ts_ms, ts, sizeof ts);
+	if (row->kind == HISTORY_ACTION)
+		evbuffer_add_printf(out, "%s [%s] * %s %s\r\n", room, ts,
+		    row->sender, row->text);
+	else
+		evbuffer_add_printf(out, "%s [%s] <%s> %s\r\n", room, ts,
+		    row->sender, row->text);
+}
+
+static struct session *
+session_by_id(uint64_t id)
+{
+	struct conn *c = conn_lookup(id);
+
+	if (c == NULL || conn_state(c) != CONN_ACTIVE)
+		return NULL;
+	return conn_data(c);
+}
+
+static void
+replay_done(uint64_t owner, void *arg, const struct history_row *rows,
+    size_t nrows, const char *err)
+{
+	char *room = arg;
+	struct session *s = session_by_id(owner);
+	struct evbuffer *out;
+	size_t i;
+
+	if (s == NULL) {
+		free(room);
+		return; /* the client left while we looked */
+	}
+	out = conn_output(s->conn);
+	if (err != NULL)
+		evbuffer_add_printf(out, "!!! history of %s unavailable: "
+		    "%s\r\n", room, err);
+	else if (nrows > 0) {
+		evbuffer_add_printf(out, "*** %s: last %zu message(s):\r\n",
+		    room, nrows);
+		for (i = 0; i < nrows; i++)
+			emit_row(out, room, &rows[i]);
+		evbuffer_add_printf(out, "*** %s: end of history\r\n", room);
+	}
+	if (--s->replaying == 0)
+		evbuffer_add_buffer(out, s->held); /* the live lines, in order */
+	free(room);
+}
+
+void
+chat_replay(struct session *s, struct room *r)
+{
+	struct history *h = hist(s);
+	unsigned k = s->chat->srv->cfg->history_replay;
+	char *room;
+
+	if (h == NULL || k == 0 || (room = strdup(r->name)) == NULL)
+		return;
+	/* Ids up to here are history; everything after reaches us live. */
+	if (history_replay(h, r->fold, history_last_id(h), k, s->id,
+	    replay_done, room) == -1) {
+		free(room);
+		return;
+	}
+	s->replaying++;
+}
+
+struct query {
+	char room[ROOM_BYTES_MAX]; /* display name, for /history */
+	char words[256];           /* for /search */
+};
+
+static void
+history_done(uint64_t owner, void *arg, const struct history_row *rows,
+    size_t nrows, const char *err)
+{
+	struct query *q = arg;
+	struct session *s = session_by_id(owner);
+	size_t i;
+
+	if (s != NULL) {
+		s->querying = 0;
+		if (err != NULL)
+			error(s, "history unavailable: %s", err);
+		else {
+			notice(s, "%s: %zu message(s):", q->room, nrows);
+			for (i = 0; i < nrows; i++)
+				emit_row(session_out(s), q->room, &rows[i]);
+			notice(s, "%s: end of history", q->room);
+		}
+	}
+	free(q);
+}
+
+static int
+begin_query(struct session *s)
+{
+	if (hist(s) == NULL) {
+		error(s, "history is not available on this server");
+		return -1;
+	}
+	if (s->querying) {
+		error(s, "a history query is already running; wait for it");
+		return -1;
+	}
+	return 0;
+}
+
+void
+chat_history_cmd(struct session *s, int argc, char **argv)
+{
+	const struct config *cfg = s->chat->srv->cfg;
+	struct room *r = session_current(s);
+	struct query *q;
+	unsigned long n = cfg->history_page_max;
+	uint64_t ms = 0;
+	int64_t since = 0;
+	char *end;
+	struct timespec now;
+
+	if (begin_query(s) == -1)
+		return;
+	if (r == NULL) {
+		error(s, "you are in no room");
+		return;
+	}
+	if (argc >= 1 && strcmp(argv[0], "since") == 0) {
+		if (argc != 2 || parse_duration_ms(argv[1], &ms) == -1) {
+			error(s, "usage: /history since DURATION (e.g. 10m, "
+				 "2h, 1d)");
+			return;
+		}
+		clock_gettime(CLOCK_REALTIME, &now);
+		since = (int64_t)now.tv_sec * 1000 - (int64_t)ms;
+	} else if (argc >= 1) {
+		n = strtoul(argv[0], &end, 10);
+		if (*end != '\0' || n == 0 || argc > 1) {
+			error(s, "usage: /history [N | since DURATION]");
+			return;
+		}
+		if (n > cfg->history_page_max) {
+			notice(s, "showing at most %u messages",
+			    cfg->history_page_max);
+			n = cfg->history_page_max;
+		}
+	}
+	if ((q = calloc(1, sizeof *q)) == NULL)
+		return;
+	snprintf(q->room, sizeof q->room, "%s", r->name);
+	if (history_recent(hist(s), r->fold, (unsigned)n, since, s->id,
+	    history_done, q) == -1) {
+		error(s, "history is busy; try again");
+		free(q);
+		return;
+	}
+	s->querying = 1;
+}
+
+static void
+search_done(uint64_t owner, void *arg, const struct history_row *rows,
+    size_t nrows, const char *err)
+{
+	struct query *q = arg;
+	struct session *s = session_by_id(owner);
+	size_t i, j;
+
+	if (s != NULL) {
+		s->querying = 0;
+		if (err != NULL)
+			error(s, "search failed: %s", err);
+		else {
+			notice(s, "search \"%s\": %zu result(s), newest first",
+			    q->words, nrows);
+			for (i = 0; i < nrows; i++) {
+				/* Show the room as the client knows it. */
+				const char *name = rows[i].room;
+
+				for (j = 0; j < s->nrooms; j++)
+					if (strcmp(s->rooms[j]->fold,
+						rows[i].room) == 0)
+						name = s->rooms[j]->name;
+				emit_row(session_out(s), name, &rows[i]);
+			}
+			notice(s, "end of search results");
+		}
+	}
+	free(q);
+}
+
+void
+chat_search_cmd(struct session *s, int argc, char **argv)
+{
+	const char *rooms[64];
+	struct query *q;
+	size_t i, n = 0;
+
+	(void)argc;
+	if (begin_query(s) == -1)
+		return;
+	for (i = 0; i < s->nrooms && n < 64; i++)
+		rooms[n++] = s->rooms[i]->fold;
+	if (n == 0) {
+		error(s, "you are in no room; search covers your rooms");
+		return;
+	}
+	if ((q = calloc(1, sizeof *q)) == NULL)
+		return;
+	snprintf(q->words, sizeof q->words, "%s", argv[0]);
+	if (history_search(hist(s), rooms, n, argv[0],
+	    s->chat->srv->cfg->history_page_max, s->id, search_done, q) == -1) {
+		error(s, "history is busy; try again");
+		free(q);
+		return;
+	}
+	s->querying = 1;
+}
