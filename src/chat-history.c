@@ -136,6 +136,7 @@ history_done(uint64_t owner, void *arg, const struct history_row *rows,
 
 	if (s != NULL) {
 		s->querying = 0;
+		session_continue(s);
 		if (err != NULL)
 			error(s, "history unavailable: %s", err);
 		else {
@@ -153,10 +154,6 @@ begin_query(struct session *s)
 {
 	if (hist(s) == NULL) {
 		error(s, "history is not available on this server");
-		return -1;
-	}
-	if (s->querying) {
-		error(s, "a history query is already running; wait for it");
 		return -1;
 	}
 	return 0;
@@ -209,7 +206,9 @@ chat_history_cmd(struct session *s, int argc, char **argv)
 		free(q);
 		return;
 	}
+	/* One query at a time; later lines wait for its answer, in order. */
 	s->querying = 1;
+	conn_pause(s->conn, PAUSE_SERVICE);
 }
 
 static void
@@ -222,6 +221,7 @@ search_done(uint64_t owner, void *arg, const struct history_row *rows,
 
 	if (s != NULL) {
 		s->querying = 0;
+		session_continue(s);
 		if (err != NULL)
 			error(s, "search failed: %s", err);
 		else {
@@ -268,5 +268,7 @@ chat_search_cmd(struct session *s, int argc, char **argv)
 		free(q);
 		return;
 	}
+	/* One query at a time; later lines wait for its answer, in order. */
 	s->querying = 1;
+	conn_pause(s->conn, PAUSE_SERVICE);
 }

@@ -85,6 +85,8 @@ struct session *session_by_nick(struct chat *ch, const char *nick);
 int session_set_nick(
     struct session *s, const char *nick, char *why, size_t whylen);
 void session_quit(struct session *s, const char *reason);
+/* Resume input after a history query answered. */
+void session_continue(struct session *s);
 /* Send b once to everyone sharing a room with s (not s itself). */
 void session_tell_peers(struct session *s, struct blob *b);
 struct room *session_current(struct session *s);

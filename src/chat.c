@@ -118,7 +118,7 @@ session_send(struct session *s, struct blob *b, int room_traffic)
 	const struct config *cfg = s->chat->srv->cfg;
 	size_t out;
 
-	if (b == NULL || conn_state(s->conn) != CONN_ACTIVE)
+	if (b == NULL || conn_state(s->conn) >= CONN_CLOSING)
 		return;
 	out = session_queued(s);
 	if (room_traffic && s->slow) {
@@ -166,7 +166,7 @@ session_printf(struct session *s, const char *fmt, ...)
 		va_end(ap);
 	}
 	memcpy(p + n, "\r\n", 2);
-	if (conn_state(s->conn) != CONN_ACTIVE)
+	if (conn_state(s->conn) >= CONN_CLOSING)
 		;
 	else if (session_queued(s) + (size_t)n + 2 >
 	    s->chat->srv->cfg->chat_output_hard_limit)
@@ -345,7 +345,7 @@ process(struct session *s)
 	char *line;
 	int budget = LINES_PER_WAKEUP;
 
-	while (conn_state(s->conn) == CONN_ACTIVE) {
+	while (conn_state(s->conn) == CONN_ACTIVE && !s->querying) {
 		eol = evbuffer_search_eol(p, NULL, &eol_len, EVBUFFER_EOL_LF);
 		if (eol.pos < 0) {
 			len = evbuffer_get_length(p);
@@ -401,6 +401,15 @@ process(struct session *s)
 		free(line);
 	}
 	conn_resume(s->conn, PAUSE_FLOOD);
+}
+
+void
+session_continue(struct session *s)
+{
+	/* A query finished: take input again and handle what is buffered. */
+	conn_resume(s->conn, PAUSE_SERVICE);
+	if (conn_state(s->conn) == CONN_ACTIVE)
+		arm_timer(s, 0);
 }
 
 static void

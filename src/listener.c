@@ -184,6 +184,8 @@ open_section(struct server *s, const struct listen_config *lc,
 	int fd, rc, n = 0;
 
 	if ((fd = notify_listen_fd(lc->name)) != -1) {
+		/* systemd passes blocking sockets; libevent accepts until EAGAIN. */
+		evutil_make_socket_nonblocking(fd);
 		if ((l = listener_wrap(s, lc, fd, 1)) == NULL) {
 			snprintf(err, errlen, "listener %s: out of memory",
 			    lc->name);
@@ -280,8 +282,9 @@ listeners_update(struct server *s, char *err, size_t errlen)
 		lc = &s->cfg->listeners[i];
 		for (l = s->listeners; l != NULL; l = l->next)
 			if (strcmp(l->name, lc->name) == 0 &&
-			    strcmp(l->address, lc->address) == 0 &&
-			    l->port == lc->port)
+			    (l->activated ||
+			    (strcmp(l->address, lc->address) == 0 &&
+			    l->port == lc->port)))
 				break;
 		if (l != NULL)
 			continue;
@@ -293,8 +296,10 @@ listeners_update(struct server *s, char *err, size_t errlen)
 	for (l = s->listeners; l != NULL; l = next) {
 		next = l->next;
 		lc = find_section(s->cfg, l->name);
-		if (lc == NULL || strcmp(l->address, lc->address) != 0 ||
-		    l->port != lc->port) {
+		/* A socket systemd passed us stays while its section does. */
+		if (lc == NULL || (!l->activated &&
+		    (strcmp(l->address, lc->address) != 0 ||
+		    l->port != lc->port))) {
 			log_info("listener %s: closed by reload", l->name);
 			listener_free(l);
 			continue;

@@ -136,10 +136,12 @@ render(struct metrics *m, struct evbuffer *b)
 	GAUGE("rooms", "Chat rooms.", "%zu",
 	    s->chat ? chat_room_count(s->chat) : 0);
 	COUNTER("accepted_total", "Connections accepted.", st->accepted);
-	COUNTER("refused_total{reason=\"full\"}",
-	    "Connections refused at accept.", st->refused_full);
-	evbuffer_add_printf(b, "parley_refused_total{reason=\"per_ip\"} "
-			       "%llu\n",
+	evbuffer_add_printf(b,
+	    "# HELP parley_refused_total Connections refused at accept.\n"
+	    "# TYPE parley_refused_total counter\n"
+	    "parley_refused_total{reason=\"full\"} %llu\n"
+	    "parley_refused_total{reason=\"per_ip\"} %llu\n",
+	    (unsigned long long)st->refused_full,
 	    (unsigned long long)st->refused_per_ip);
 	COUNTER("accept_errors_total", "accept() failures (e.g. EMFILE).",
 	    st->accept_errors);
@@ -221,9 +223,12 @@ metrics_new(struct server *s)
 		metrics_free(m);
 		return NULL;
 	}
-	evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	/* Let every method reach metrics_cb, which answers 405 itself. */
+	evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
 	evhttp_set_max_headers_size(m->http, 8192);
-	evhttp_set_max_body_size(m->http, 0);
+	evhttp_set_max_body_size(m->http, 4096);
 	evhttp_set_timeout(m->http, 10);
 	evhttp_set_cb(m->http, "/metrics", metrics_cb, m);
 	evtimer_add(m->tick, &tv);
