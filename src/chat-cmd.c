@@ -56,8 +56,8 @@ static const struct command commands[] = {
 	"show the last N messages of the current room, or those since "
 	"DURATION ago (e.g. 10m, 2h)",
 	0, 2, chat_history_cmd},
-    {"search", "WORDS", "search the history of your rooms, newest first", 1,
-	1, chat_search_cmd},
+    {"search", "WORDS", "search the history of your rooms, newest first", 1, 1,
+	chat_search_cmd},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

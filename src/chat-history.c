@@ -89,17 +89,20 @@ replay_done(uint64_t owner, void *arg, const struct history_row *rows,
 	}
 	out = conn_output(s->conn);
 	if (err != NULL)
-		evbuffer_add_printf(out, "!!! history of %s unavailable: "
-		    "%s\r\n", room, err);
+		evbuffer_add_printf(out,
+		    "!!! history of %s unavailable: "
+		    "%s\r\n",
+		    room, err);
 	else if (nrows > 0) {
-		evbuffer_add_printf(out, "*** %s: last %zu message(s):\r\n",
-		    room, nrows);
+		evbuffer_add_printf(
+		    out, "*** %s: last %zu message(s):\r\n", room, nrows);
 		for (i = 0; i < nrows; i++)
 			emit_row(out, room, &rows[i]);
 		evbuffer_add_printf(out, "*** %s: end of history\r\n", room);
 	}
 	if (--s->replaying == 0)
-		evbuffer_add_buffer(out, s->held); /* the live lines, in order */
+		evbuffer_add_buffer(
+		    out, s->held); /* the live lines, in order */
 	free(room);
 }
 
@@ -114,7 +117,7 @@ chat_replay(struct session *s, struct room *r)
 		return;
 	/* Ids up to here are history; everything after reaches us live. */
 	if (history_replay(h, r->fold, history_last_id(h), k, s->id,
-	    replay_done, room) == -1) {
+		replay_done, room) == -1) {
 		free(room);
 		return;
 	}
@@ -123,7 +126,7 @@ chat_replay(struct session *s, struct room *r)
 
 struct query {
 	char room[ROOM_BYTES_MAX]; /* display name, for /history */
-	char words[256];           /* for /search */
+	char words[256]; /* for /search */
 };
 
 static void
@@ -179,8 +182,9 @@ chat_history_cmd(struct session *s, int argc, char **argv)
 	}
 	if (argc >= 1 && strcmp(argv[0], "since") == 0) {
 		if (argc != 2 || parse_duration_ms(argv[1], &ms) == -1) {
-			error(s, "usage: /history since DURATION (e.g. 10m, "
-				 "2h, 1d)");
+			error(s,
+			    "usage: /history since DURATION (e.g. 10m, "
+			    "2h, 1d)");
 			return;
 		}
 		clock_gettime(CLOCK_REALTIME, &now);
@@ -201,7 +205,7 @@ chat_history_cmd(struct session *s, int argc, char **argv)
 		return;
 	snprintf(q->room, sizeof q->room, "%s", r->name);
 	if (history_recent(hist(s), r->fold, (unsigned)n, since, s->id,
-	    history_done, q) == -1) {
+		history_done, q) == -1) {
 		error(s, "history is busy; try again");
 		free(q);
 		return;
@@ -263,7 +267,8 @@ chat_search_cmd(struct session *s, int argc, char **argv)
 		return;
 	snprintf(q->words, sizeof q->words, "%s", argv[0]);
 	if (history_search(hist(s), rooms, n, argv[0],
-	    s->chat->srv->cfg->history_page_max, s->id, search_done, q) == -1) {
+		s->chat->srv->cfg->history_page_max, s->id, search_done,
+		q) == -1) {
 		error(s, "history is busy; try again");
 		free(q);
 		return;

@@ -49,9 +49,9 @@ struct session {
 	struct room **rooms; /* joined; the last is current */
 	size_t nrooms;
 	struct evbuffer *pending; /* telnet-filtered input not yet framed */
-	struct evbuffer *held;    /* output held back while replaying */
-	int replaying;            /* history replays in flight */
-	int querying;             /* a /history or /search in flight */
+	struct evbuffer *held; /* output held back while replaying */
+	int replaying; /* history replays in flight */
+	int querying; /* a /history or /search in flight */
 	struct event *timer; /* flood refill / continue processing */
 	double tokens;
 	uint64_t refilled_ms;
@@ -106,8 +106,7 @@ struct evbuffer *session_out(struct session *s);
 size_t session_queued(struct session *s);
 
 /* History (chat-history.c). */
-void chat_record(struct session *s, struct room *r, int kind,
-    const char *text);
+void chat_record(struct session *s, struct room *r, int kind, const char *text);
 void chat_replay(struct session *s, struct room *r);
 void chat_history_cmd(struct session *s, int argc, char **argv);
 void chat_search_cmd(struct session *s, int argc, char **argv);

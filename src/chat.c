@@ -140,8 +140,8 @@ session_send(struct session *s, struct blob *b, int room_traffic)
 		return;
 	}
 	b->refs++;
-	if (evbuffer_add_reference(session_out(s), b->data, b->len,
-		blob_release, b) == -1)
+	if (evbuffer_add_reference(
+		session_out(s), b->data, b->len, blob_release, b) == -1)
 		b->refs--;
 	s->chat->srv->stats.bytes_out += b->len;
 }

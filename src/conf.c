@@ -444,8 +444,10 @@ set_listener_key(struct parse_state *ps, struct listen_config *l,
 		else if (strcmp(value, "metrics") == 0)
 			l->service = SERVICE_METRICS;
 		else {
-			set_err(ps, "service must be echo, chat or metrics, "
-			    "not \"%s\"", value);
+			set_err(ps,
+			    "service must be echo, chat or metrics, "
+			    "not \"%s\"",
+			    value);
 			return 0;
 		}
 	} else if (strcmp(name, "tls") == 0) {
@@ -645,9 +647,10 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 			}
 		}
 		if (l->tls && l->service == SERVICE_METRICS) {
-			snprintf(err, errlen, "%s:%d: [listen %s]: the metrics "
-			    "service is plain HTTP; tls must be no", cfg->path,
-			    l->line, l->name);
+			snprintf(err, errlen,
+			    "%s:%d: [listen %s]: the metrics "
+			    "service is plain HTTP; tls must be no",
+			    cfg->path, l->line, l->name);
 			return -1;
 		}
 		if (l->tls && !need_tls) {
@@ -675,16 +678,16 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 			snprintf(err, errlen,
 			    "%s:%d: cannot read certificate "
 			    "%s: %s",
-			    cfg->path, cfg->tls_certificate_line, cfg->tls_certificate,
-			    strerror(errno));
+			    cfg->path, cfg->tls_certificate_line,
+			    cfg->tls_certificate, strerror(errno));
 			return -1;
 		}
 		if (!file_readable(cfg->tls_private_key)) {
 			snprintf(err, errlen,
 			    "%s:%d: cannot read private key "
 			    "%s: %s",
-			    cfg->path, cfg->tls_private_key_line, cfg->tls_private_key,
-			    strerror(errno));
+			    cfg->path, cfg->tls_private_key_line,
+			    cfg->tls_private_key, strerror(errno));
 			return -1;
 		}
 	}

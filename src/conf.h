@@ -26,8 +26,8 @@ struct config {
 
 	/* [server] */
 	char *state_directory;
-	char *user;        /* drop to this user after binding (as root) */
-	int allow_root;    /* keep running as root without user = */
+	char *user; /* drop to this user after binding (as root) */
+	int allow_root; /* keep running as root without user = */
 	int log_level;
 	unsigned max_connections;
 	unsigned max_connections_per_ip;

@@ -16,6 +16,7 @@
  */
 #include "config.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,11 +55,25 @@ static const char *const migrations[] = {
 };
 #define DB_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
+/*
+ * Rows are staged in a per-connection temporary table and moved into
+ * messages with one INSERT ... SELECT per batch.  FTS5 flushes its
+ * pending terms into a new segment at every statement boundary inside a
+ * transaction, so a statement per row would write (and later merge) one
+ * segment per row: measured 3-4x slower at 512-row batches.
+ */
+#define STAGING_SQL \
+	"CREATE TEMP TABLE IF NOT EXISTS staging (id INTEGER PRIMARY KEY, " \
+	"room TEXT NOT NULL, ts INTEGER NOT NULL, sender TEXT NOT NULL, " \
+	"kind INTEGER NOT NULL, text TEXT NOT NULL)"
+
 enum stmt_id {
 	S_BEGIN,
 	S_COMMIT,
 	S_ROLLBACK,
-	S_INSERT,
+	S_STAGE,
+	S_MOVE,
+	S_UNSTAGE,
 	S_REPLAY,
 	S_RECENT,
 	S_LAST_ID,
@@ -77,14 +92,19 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
-    [S_INSERT] = "INSERT INTO messages (id, room, ts, sender, kind, text) "
-		 "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_STAGE] = "INSERT INTO temp.staging (id, room, ts, sender, kind, text) "
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_MOVE] = "INSERT INTO messages (id, room, ts, sender, kind, text) "
+	       "SELECT id, room, ts, sender, kind, text FROM temp.staging "
+	       "ORDER BY id",
+    [S_UNSTAGE] = "DELETE FROM temp.staging",
     [S_REPLAY] = "SELECT " ROW_COLUMNS " FROM messages "
 		 "WHERE room = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3",
     [S_RECENT] = "SELECT " ROW_COLUMNS " FROM messages "
-		 "WHERE room = ?1 AND ts >= ?2 ORDER BY id DESC LIMIT ?3",
-    [S_LAST_ID] = "SELECT max(coalesce((SELECT max(id) FROM messages), 0), "
-		  "coalesce((SELECT value FROM meta WHERE key = 'last_id'), 0))",
+		 "WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
+    [S_LAST_ID] =
+	"SELECT max(coalesce((SELECT max(id) FROM messages), 0), "
+	"coalesce((SELECT value FROM meta WHERE key = 'last_id'), 0))",
     [S_SAVE_LAST] = "INSERT INTO meta (key, value) VALUES ('last_id', "
 		    "coalesce((SELECT max(id) FROM messages), 0)) "
 		    "ON CONFLICT (key) DO UPDATE SET "
@@ -103,6 +123,7 @@ static const char *const stmt_sql[S_COUNT] = {
 struct db {
 	sqlite3 *h;
 	int readonly;
+	size_t staged; /* rows in temp.staging, this transaction */
 	sqlite3_stmt *st[S_COUNT]; /* prepared on first use, then reused */
 };
 
@@ -170,30 +191,49 @@ run(struct db *db, enum stmt_id id)
 	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-int
-db_begin(struct db *db)
-{
-	return run(db, S_BEGIN);
-}
-
-int
-db_commit(struct db *db)
-{
-	return run(db, S_COMMIT);
-}
-
 void
 db_rollback(struct db *db)
 {
 	/* Some errors (SQLITE_FULL among them) already rolled back. */
 	if (!sqlite3_get_autocommit(db->h))
 		run(db, S_ROLLBACK);
+	db->staged = 0;
+}
+
+int
+db_begin(struct db *db)
+{
+	int rc;
+
+	db->staged = 0;
+	if ((rc = run(db, S_BEGIN)) != SQLITE_OK)
+		return rc;
+	/* Empty after a commit or a rollback; make sure. */
+	if ((rc = run(db, S_UNSTAGE)) != SQLITE_OK)
+		db_rollback(db);
+	return rc;
+}
+
+/* The staged rows go in with one statement: one FTS5 segment per batch. */
+int
+db_commit(struct db *db)
+{
+	int rc;
+
+	if (db->staged > 0) {
+		if ((rc = run(db, S_MOVE)) != SQLITE_OK)
+			return rc;
+		if ((rc = run(db, S_UNSTAGE)) != SQLITE_OK)
+			return rc;
+		db->staged = 0;
+	}
+	return run(db, S_COMMIT);
 }
 
 int
 db_insert(struct db *db, const struct history_row *row)
 {
-	sqlite3_stmt *s = stmt(db, S_INSERT);
+	sqlite3_stmt *s = stmt(db, S_STAGE);
 	int rc;
 
 	if (s == NULL)
@@ -207,7 +247,10 @@ db_insert(struct db *db, const struct history_row *row)
 	rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s); /* drop the STATIC pointers */
-	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+	if (rc != SQLITE_DONE)
+		return rc;
+	db->staged++;
+	return SQLITE_OK;
 }
 
 int
@@ -263,11 +306,13 @@ column_str(sqlite3_stmt *s, int col)
 }
 
 /*
- * Step s (columns ROW_COLUMNS) and append its rows to out; reverse them
- * when the query ran newest first but out wants oldest first.
+ * Step s (columns ROW_COLUMNS) and append its rows to out, stopping at
+ * the first row older than min_ts; reverse them when the query ran
+ * newest first but out wants oldest first.
  */
 static int
-fetch(struct db *db, sqlite3_stmt *s, int reverse, struct db_rows *out)
+fetch(struct db *db, sqlite3_stmt *s, int reverse, int64_t min_ts,
+    struct db_rows *out)
 {
 	struct history_row row, tmp;
 	size_t first = out->n, i, j;
@@ -276,6 +321,10 @@ fetch(struct db *db, sqlite3_stmt *s, int reverse, struct db_rows *out)
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		row.id = sqlite3_column_int64(s, 0);
 		row.ts_ms = sqlite3_column_int64(s, 1);
+		if (row.ts_ms < min_ts) {
+			rc = SQLITE_DONE;
+			break;
+		}
 		row.kind = sqlite3_column_int(s, 2);
 		row.room = column_str(s, 3);
 		row.sender = column_str(s, 4);
@@ -290,8 +339,9 @@ fetch(struct db *db, sqlite3_stmt *s, int reverse, struct db_rows *out)
 		rows_truncate(out, first);
 		if (rc == SQLITE_NOMEM)
 			return rc;
-		return sqlite3_errcode(db->h) != SQLITE_OK ?
-		    sqlite3_errcode(db->h) : rc;
+		return sqlite3_errcode(db->h) != SQLITE_OK
+		    ? sqlite3_errcode(db->h)
+		    : rc;
 	}
 	if (reverse && out->n > first)
 		for (i = first, j = out->n - 1; i < j; i++, j--) {
@@ -313,7 +363,7 @@ db_replay(struct db *db, const char *room, int64_t upto, unsigned limit,
 	sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, upto);
 	sqlite3_bind_int64(s, 3, limit);
-	return fetch(db, s, 1, out);
+	return fetch(db, s, 1, INT64_MIN, out);
 }
 
 int
@@ -325,9 +375,13 @@ db_recent(struct db *db, const char *room, unsigned limit, int64_t since_ms,
 	if (s == NULL)
 		return sqlite3_errcode(db->h);
 	sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, since_ms);
-	sqlite3_bind_int64(s, 3, limit);
-	return fetch(db, s, 1, out);
+	sqlite3_bind_int64(s, 2, limit);
+	/*
+	 * Walk back from the newest line and stop at the first older than
+	 * since: ids and stamps rise together, and a room with a long past
+	 * costs only what is returned (not an index on ts per insert).
+	 */
+	return fetch(db, s, 1, since_ms, out);
 }
 
 int
@@ -401,7 +455,7 @@ db_search(struct db *db, const char *const *rooms, size_t nrooms,
 	for (i = 0; i < nrooms; i++)
 		sqlite3_bind_text(s, (int)i + 2, rooms[i], -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, (int)nrooms + 2, limit);
-	rc = fetch(db, s, 0, out);
+	rc = fetch(db, s, 0, INT64_MIN, out);
 	sqlite3_finalize(s);
 	return rc;
 }
@@ -439,8 +493,7 @@ finish_txn(struct db *db, int rc)
 }
 
 int
-db_prune_age(
-    struct db *db, int64_t cutoff_ms, unsigned chunk, size_t *ndeleted)
+db_prune_age(struct db *db, int64_t cutoff_ms, unsigned chunk, size_t *ndeleted)
 {
 	sqlite3_stmt *s;
 	int64_t last = 0;
@@ -487,8 +540,7 @@ db_next_room(struct db *db, const char *after, char **room)
 		return sqlite3_errcode(db->h);
 	sqlite3_bind_text(s, 1, after, -1, SQLITE_STATIC);
 	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW &&
-	    (*room = strdup(column_str(s, 0))) == NULL)
+	if (rc == SQLITE_ROW && (*room = strdup(column_str(s, 0))) == NULL)
 		rc = SQLITE_NOMEM;
 	sqlite3_reset(s);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -553,8 +605,8 @@ db_set_max_pages(struct db *db, int64_t pages)
 {
 	char sql[64];
 
-	snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld",
-	    (long long)pages);
+	snprintf(
+	    sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages);
 	return sqlite3_exec(db->h, sql, NULL, NULL, NULL);
 }
 
@@ -583,9 +635,10 @@ migrate(struct db *db, const char *path, char *err, size_t errlen)
 	if ((v = query_int(db, "PRAGMA user_version")) < 0)
 		goto fail;
 	if (v > DB_VERSION) {
-		snprintf(err, errlen, "%s: schema version %lld is newer than "
-		    "this parleyd understands (%d)", path, (long long)v,
-		    DB_VERSION);
+		snprintf(err, errlen,
+		    "%s: schema version %lld is newer than "
+		    "this parleyd understands (%d)",
+		    path, (long long)v, DB_VERSION);
 		return -1;
 	}
 	for (; v < DB_VERSION; v++) {
@@ -600,8 +653,10 @@ migrate(struct db *db, const char *path, char *err, size_t errlen)
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
 		if (rc != SQLITE_OK) {
-			snprintf(err, errlen, "%s: migration to schema %lld: "
-			    "%s", path, (long long)v + 1, sqlite3_errmsg(db->h));
+			snprintf(err, errlen,
+			    "%s: migration to schema %lld: "
+			    "%s",
+			    path, (long long)v + 1, sqlite3_errmsg(db->h));
 			db_rollback(db);
 			return -1;
 		}
@@ -620,8 +675,8 @@ setup_writer(struct db *db, const char *path, char *err, size_t errlen)
 	int wal = 0;
 
 	/* The first statement reads the header: "not a database" shows here. */
-	if (sqlite3_prepare_v2(db->h, "PRAGMA journal_mode = WAL", -1, &s,
-		NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(
+		db->h, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK)
 		goto fail;
 	if (sqlite3_step(s) == SQLITE_ROW)
 		wal = strcmp(column_str(s, 0), "wal") == 0;
@@ -633,11 +688,17 @@ setup_writer(struct db *db, const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: cannot enable WAL mode", path);
 		return -1;
 	}
-	snprintf(sql, sizeof sql, "PRAGMA synchronous = NORMAL; "
-	    "PRAGMA journal_size_limit = %d", DB_WAL_LIMIT);
+	snprintf(sql, sizeof sql,
+	    "PRAGMA synchronous = NORMAL; "
+	    "PRAGMA journal_size_limit = %d; PRAGMA temp_store = MEMORY",
+	    DB_WAL_LIMIT);
 	if (sqlite3_exec(db->h, sql, NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
-	return migrate(db, path, err, errlen);
+	if (migrate(db, path, err, errlen) == -1)
+		return -1;
+	if (sqlite3_exec(db->h, STAGING_SQL, NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	return 0;
 fail:
 	snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db->h));
 	return -1;
@@ -655,8 +716,8 @@ db_open(const char *path, int readonly, char *err, size_t errlen)
 		return NULL;
 	}
 	db->readonly = readonly;
-	flags |= readonly ? SQLITE_OPEN_READONLY :
-			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+	flags |= readonly ? SQLITE_OPEN_READONLY
+			  : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
 	if (sqlite3_open_v2(path, &db->h, flags, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: %s", path,
 		    db->h != NULL ? sqlite3_errmsg(db->h) : "out of memory");
@@ -669,8 +730,8 @@ db_open(const char *path, int readonly, char *err, size_t errlen)
 		v = query_int(db, "PRAGMA user_version");
 		if (v != DB_VERSION) {
 			snprintf(err, errlen, "%s: %s", path,
-			    v < 0 ? sqlite3_errmsg(db->h) :
-				    "unexpected schema version");
+			    v < 0 ? sqlite3_errmsg(db->h)
+				  : "unexpected schema version");
 			goto fail;
 		}
 	}

@@ -43,7 +43,11 @@ int64_t db_last_id(struct db *db);
 /* PRAGMA max_page_count (test hook: a "full disk"). */
 int db_set_max_pages(struct db *db, int64_t pages);
 
-/* Writer: BEGIN IMMEDIATE, one insert per row, COMMIT; ROLLBACK on error. */
+/*
+ * Writer: BEGIN IMMEDIATE, db_insert per row (staged in a temporary
+ * table), db_commit moves the rows into messages with one statement and
+ * commits; db_rollback after any error.
+ */
 int db_begin(struct db *db);
 int db_insert(struct db *db, const struct history_row *row);
 int db_commit(struct db *db);
@@ -56,8 +60,8 @@ void db_rollback(struct db *db);
  */
 int db_replay(struct db *db, const char *room, int64_t upto, unsigned limit,
     struct db_rows *out);
-int db_recent(struct db *db, const char *room, unsigned limit,
-    int64_t since_ms, struct db_rows *out);
+int db_recent(struct db *db, const char *room, unsigned limit, int64_t since_ms,
+    struct db_rows *out);
 /*
  * Full-text search in rooms, newest first.  Each whitespace-separated
  * word of words becomes a quoted FTS5 phrase, so user input is never
@@ -73,8 +77,8 @@ int db_fts_query(const char *words, char *buf, size_t len);
  * Retention, one transaction per call, at most chunk rows.  Age deletes
  * the oldest rows (in id order) while their ts < cutoff_ms.
  */
-int db_prune_age(struct db *db, int64_t cutoff_ms, unsigned chunk,
-    size_t *ndeleted);
+int db_prune_age(
+    struct db *db, int64_t cutoff_ms, unsigned chunk, size_t *ndeleted);
 /* The room after `after` ("" = first) in index order; *room NULL at the end. */
 int db_next_room(struct db *db, const char *after, char **room);
 /* The newest id to delete so room keeps its keep newest rows; 0 = none. */

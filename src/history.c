@@ -211,7 +211,7 @@ struct history {
 	size_t depth; /* lines accepted, not yet committed */
 	size_t wake_at; /* the sleeping writer wants this many lines */
 	int waiting; /* the writer sleeps on h->wake */
-	int flush_waiters;
+	int64_t flush_target; /* flush_wait sleeps until this id is in; 0 */
 	int64_t committed_id;
 	uint64_t written, batches, write_errors;
 	uint64_t last_commit_us, max_commit_us;
@@ -254,10 +254,11 @@ wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t at_us)
 }
 
 static struct item *
-item_new(enum item_type type, const char *room, const char *sender,
-    const char *text)
+item_new(
+    enum item_type type, const char *room, const char *sender, const char *text)
 {
-	size_t lr = room ? strlen(room) + 1 : 0, ls = sender ? strlen(sender) + 1 : 0;
+	size_t lr = room ? strlen(room) + 1 : 0,
+	       ls = sender ? strlen(sender) + 1 : 0;
 	size_t lt = text ? strlen(text) + 1 : 0;
 	struct item *it;
 
@@ -384,8 +385,8 @@ repost_answers(struct history *h)
 	STAILQ_CONCAT(&l, &h->w.undelivered);
 	while ((q = STAILQ_FIRST(&l)) != NULL) {
 		STAILQ_REMOVE_HEAD(&l, entry);
-		if (workq_submit(h->readers, q->owner, nothing, query_done,
-			q) == -1)
+		if (workq_submit(
+			h->readers, q->owner, nothing, query_done, q) == -1)
 			STAILQ_INSERT_TAIL(&h->w.undelivered, q, entry);
 	}
 }
@@ -419,8 +420,8 @@ fault(struct history *h, int rc, const char *msg)
 	struct writer *w = &h->w;
 
 	w->retry_at = mono_us() + w->backoff_us;
-	w->backoff_us = w->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US :
-							   w->backoff_us * 2;
+	w->backoff_us = w->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US
+							   : w->backoff_us * 2;
 	w->fault_errors++;
 	pthread_mutex_lock(&h->lock);
 	h->write_errors++;
@@ -457,7 +458,8 @@ commit_batch(struct history *h)
 	int rc;
 
 	rc = db_begin(w->db);
-	STAILQ_FOREACH(it, &w->pending, entry) {
+	STAILQ_FOREACH(it, &w->pending, entry)
+	{
 		if (rc != 0 || n == h->batch_size)
 			break;
 		rc = db_insert(w->db, &it->row);
@@ -491,7 +493,7 @@ commit_batch(struct history *h)
 		h->max_commit_us = took;
 	h->committed_id = last->row.id;
 	h->degraded = 0;
-	if (h->flush_waiters > 0)
+	if (h->flush_target > 0 && h->committed_id >= h->flush_target)
 		pthread_cond_broadcast(&h->committed);
 	pthread_mutex_unlock(&h->lock);
 	free(last);
@@ -569,7 +571,7 @@ answer_replay(struct history *h, struct item *req)
 	int rc;
 
 	STAILQ_FOREACH(it, &w->pending, entry)
-		count += replay_match(it, req);
+	count += replay_match(it, req);
 	skip = count > req->limit ? count - req->limit : 0;
 	if (count - skip < req->limit) {
 		rc = db_replay(w->db, req->row.room, req->row.id,
@@ -577,7 +579,8 @@ answer_replay(struct history *h, struct item *req)
 		if (rc != 0)
 			query_fail(q, w->db, rc);
 	}
-	STAILQ_FOREACH(it, &w->pending, entry) {
+	STAILQ_FOREACH(it, &w->pending, entry)
+	{
 		if (q->failed || !replay_match(it, req))
 			continue;
 		if (skip > 0) {
@@ -623,8 +626,8 @@ prune_end(struct history *h, int rc)
 		log_notice("history: retention works again");
 	}
 	if (rc == 0 && w->prune_deleted > 0)
-		log_info("history: retention removed %zu line(s)",
-		    w->prune_deleted);
+		log_info(
+		    "history: retention removed %zu line(s)", w->prune_deleted);
 }
 
 /* The rooms to check for max_per_room: all of them, or the dirty ones. */
@@ -651,8 +654,8 @@ prune_rooms(struct history *h, int full)
 			return rc;
 		if (w->nrooms == cap) {
 			cap = cap ? cap * 2 : 64;
-			if ((nrooms = realloc(w->rooms, cap * sizeof *nrooms)) ==
-			    NULL) {
+			if ((nrooms = realloc(
+				 w->rooms, cap * sizeof *nrooms)) == NULL) {
 				free(room);
 				return -1;
 			}
@@ -950,8 +953,8 @@ db_path(const struct config *cfg)
 }
 
 struct history *
-history_open(struct event_base *base, const struct config *cfg, char *err,
-    size_t errlen)
+history_open(
+    struct event_base *base, const struct config *cfg, char *err, size_t errlen)
 {
 	struct history *h;
 	struct workq_config wc;
@@ -964,11 +967,11 @@ history_open(struct event_base *base, const struct config *cfg, char *err,
 		return NULL;
 	}
 	h->base = base;
-	h->batch_size = cfg->history_batch_size > 0 ? cfg->history_batch_size :
-						      1;
+	h->batch_size =
+	    cfg->history_batch_size > 0 ? cfg->history_batch_size : 1;
 	h->batch_us = cfg->history_batch_ms * 1000;
-	h->queue_limit = cfg->history_queue_limit > 0 ?
-	    cfg->history_queue_limit : 1;
+	h->queue_limit =
+	    cfg->history_queue_limit > 0 ? cfg->history_queue_limit : 1;
 	h->max_age_ms = cfg->history_max_age_ms;
 	h->max_per_room = cfg->history_max_per_room;
 	STAILQ_INIT(&h->queue);
@@ -1000,8 +1003,8 @@ history_open(struct event_base *base, const struct config *cfg, char *err,
 	/* Test only: a small max_page_count stands in for a full disk. */
 	if ((env = getenv("PARLEY_HISTORY_MAX_PAGES")) != NULL &&
 	    *env != '\0') {
-		log_warn("history: PARLEY_HISTORY_MAX_PAGES=%s (test only)",
-		    env);
+		log_warn(
+		    "history: PARLEY_HISTORY_MAX_PAGES=%s (test only)", env);
 		db_set_max_pages(h->w.db, strtoll(env, NULL, 10));
 	}
 
@@ -1020,12 +1023,12 @@ history_open(struct event_base *base, const struct config *cfg, char *err,
 		goto fail;
 	}
 	if ((rc = start_writer(h)) != 0) {
-		snprintf(err, errlen, "history writer thread: %s",
-		    strerror(rc));
+		snprintf(
+		    err, errlen, "history writer thread: %s", strerror(rc));
 		goto fail;
 	}
-	log_info("history: %s open, last id %lld", h->path,
-	    (long long)h->last_id);
+	log_info(
+	    "history: %s open, last id %lld", h->path, (long long)h->last_id);
 	return h;
 fail:
 	workq_free(h->readers);
@@ -1184,8 +1187,8 @@ history_recent(struct history *h, const char *room, unsigned limit,
 
 int
 history_search(struct history *h, const char *const *rooms, size_t nrooms,
-    const char *words, unsigned limit, uint64_t owner_id,
-    history_result_fn fn, void *arg)
+    const char *words, unsigned limit, uint64_t owner_id, history_result_fn fn,
+    void *arg)
 {
 	struct query *q;
 	size_t i;
@@ -1197,8 +1200,8 @@ history_search(struct history *h, const char *const *rooms, size_t nrooms,
 	if ((q = query_new(h, Q_SEARCH, limit, owner_id, fn, arg)) == NULL)
 		return -1;
 	if ((q->words = strdup(words)) == NULL ||
-	    (nrooms > 0 && (q->rooms = calloc(nrooms, sizeof *q->rooms)) ==
-		NULL)) {
+	    (nrooms > 0 &&
+		(q->rooms = calloc(nrooms, sizeof *q->rooms)) == NULL)) {
 		query_free(q);
 		return -1;
 	}
@@ -1252,11 +1255,11 @@ history_flush_wait(struct history *h, int timeout_ms)
 			pthread_cond_signal(&h->wake);
 		it = NULL;
 	}
-	h->flush_waiters++;
+	h->flush_target = target; /* only the loop thread waits */
 	while (h->committed_id < target &&
 	    wait_until(&h->committed, &h->lock, until) != ETIMEDOUT)
 		;
-	h->flush_waiters--;
+	h->flush_target = 0;
 	rc = h->committed_id >= target ? 0 : -1;
 	pthread_mutex_unlock(&h->lock);
 	free(it);

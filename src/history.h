@@ -69,8 +69,8 @@ struct history *history_open(struct event_base *base, const struct config *cfg,
  * the strings are copied.  Returns the id (> 0), or 0 when the line was
  * dropped because the queue is full (counted, logged once per incident).
  */
-int64_t history_append(struct history *h, const char *room,
-    const char *sender, int kind, const char *text);
+int64_t history_append(struct history *h, const char *room, const char *sender,
+    int kind, const char *text);
 /* The last id assigned. */
 int64_t history_last_id(const struct history *h);
 
@@ -93,9 +93,9 @@ int history_recent(struct history *h, const char *room, unsigned limit,
  * words, newest first.  Each word is matched as a quoted phrase, so FTS
  * syntax in user input is inert.  -1 as for history_recent.
  */
-int history_search(struct history *h, const char *const *rooms,
-    size_t nrooms, const char *words, unsigned limit, uint64_t owner_id,
-    history_result_fn fn, void *arg);
+int history_search(struct history *h, const char *const *rooms, size_t nrooms,
+    const char *words, unsigned limit, uint64_t owner_id, history_result_fn fn,
+    void *arg);
 
 void history_stats(struct history *h, struct history_stats *out);
 

@@ -283,8 +283,8 @@ listeners_update(struct server *s, char *err, size_t errlen)
 		for (l = s->listeners; l != NULL; l = l->next)
 			if (strcmp(l->name, lc->name) == 0 &&
 			    (l->activated ||
-			    (strcmp(l->address, lc->address) == 0 &&
-			    l->port == lc->port)))
+				(strcmp(l->address, lc->address) == 0 &&
+				    l->port == lc->port)))
 				break;
 		if (l != NULL)
 			continue;
@@ -297,9 +297,10 @@ listeners_update(struct server *s, char *err, size_t errlen)
 		next = l->next;
 		lc = find_section(s->cfg, l->name);
 		/* A socket systemd passed us stays while its section does. */
-		if (lc == NULL || (!l->activated &&
-		    (strcmp(l->address, lc->address) != 0 ||
-		    l->port != lc->port))) {
+		if (lc == NULL ||
+		    (!l->activated &&
+			(strcmp(l->address, lc->address) != 0 ||
+			    l->port != lc->port))) {
 			log_info("listener %s: closed by reload", l->name);
 			listener_free(l);
 			continue;
@@ -308,8 +309,8 @@ listeners_update(struct server *s, char *err, size_t errlen)
 		if ((l->service == SERVICE_METRICS) !=
 		    (lc->service == SERVICE_METRICS)) {
 			log_warn("listener %s: switching to or from metrics "
-			    "needs a restart; keeping %s", l->name,
-			    service_name(l->service));
+				 "needs a restart; keeping %s",
+			    l->name, service_name(l->service));
 			l->next = keep;
 			keep = l;
 			continue;

@@ -31,7 +31,7 @@ struct metrics {
 	struct evhttp *http;
 	struct event *tick;
 	uint64_t last_tick_us;
-	uint64_t lag_max_us;  /* since the last scrape */
+	uint64_t lag_max_us; /* since the last scrape */
 	uint64_t scrapes;
 };
 
@@ -54,7 +54,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (m->last_tick_us != 0) {
 		late = now - m->last_tick_us;
-		late = late > LAG_TICK_MS * 1000 ? late - LAG_TICK_MS * 1000 : 0;
+		late =
+		    late > LAG_TICK_MS * 1000 ? late - LAG_TICK_MS * 1000 : 0;
 		if (late > m->lag_max_us)
 			m->lag_max_us = late;
 	}
@@ -90,38 +91,42 @@ tally_cb(struct conn *c, void *arg)
 			t->l = nl;
 		}
 		memset(&t->l[i], 0, sizeof t->l[i]);
-		strncpy(t->l[i].name, conn_listener(c),
-		    sizeof t->l[i].name - 1);
+		strncpy(
+		    t->l[i].name, conn_listener(c), sizeof t->l[i].name - 1);
 		t->n++;
 	}
 	t->l[i].count[conn_state(c)]++;
 }
 
-#define COUNTER(name, help, v)                                              \
-	evbuffer_add_printf(b, "# HELP parley_" name " " help "\n"          \
-			       "# TYPE parley_" name " counter\n"           \
-			       "parley_" name " %llu\n",                    \
+#define COUNTER(name, help, v) \
+	evbuffer_add_printf(b, \
+	    "# HELP parley_" name " " help "\n" \
+	    "# TYPE parley_" name " counter\n" \
+	    "parley_" name " %llu\n", \
 	    (unsigned long long)(v))
-#define GAUGE(name, help, fmt, v)                                           \
-	evbuffer_add_printf(b, "# HELP parley_" name " " help "\n"          \
-			       "# TYPE parley_" name " gauge\n"             \
-			       "parley_" name " " fmt "\n", (v))
+#define GAUGE(name, help, fmt, v) \
+	evbuffer_add_printf(b, \
+	    "# HELP parley_" name " " help "\n" \
+	    "# TYPE parley_" name " gauge\n" \
+	    "parley_" name " " fmt "\n", \
+	    (v))
 
 static void
 render(struct metrics *m, struct evbuffer *b)
 {
 	struct server *s = m->srv;
 	const struct server_stats *st = &s->stats;
-	struct tally t = { NULL, 0, 0 };
+	struct tally t = {NULL, 0, 0};
 	struct history_stats hs;
 	struct workq_stats ws;
 	size_t i;
 	int j;
 
 	conn_foreach(tally_cb, &t);
-	evbuffer_add_printf(b, "# HELP parley_connections Open connections "
-			       "by listener and state.\n"
-			       "# TYPE parley_connections gauge\n");
+	evbuffer_add_printf(b,
+	    "# HELP parley_connections Open connections "
+	    "by listener and state.\n"
+	    "# TYPE parley_connections gauge\n");
 	for (i = 0; i < t.n; i++)
 		for (j = 0; j < CONN_NSTATES; j++)
 			if (j != CONN_CLOSED)
@@ -131,8 +136,8 @@ render(struct metrics *m, struct evbuffer *b)
 				    t.l[i].name, conn_state_name(j),
 				    t.l[i].count[j]);
 	free(t.l);
-	GAUGE("connections_total_open", "Open connections.", "%zu",
-	    conn_count());
+	GAUGE(
+	    "connections_total_open", "Open connections.", "%zu", conn_count());
 	GAUGE("rooms", "Chat rooms.", "%zu",
 	    s->chat ? chat_room_count(s->chat) : 0);
 	COUNTER("accepted_total", "Connections accepted.", st->accepted);
@@ -150,8 +155,8 @@ render(struct metrics *m, struct evbuffer *b)
 	COUNTER("tls_failures_total", "Failed or timed out TLS handshakes.",
 	    st->tls_failures);
 	COUNTER("messages_in_total", "Chat lines received.", st->messages_in);
-	COUNTER("messages_out_total", "Chat lines delivered.",
-	    st->messages_out);
+	COUNTER(
+	    "messages_out_total", "Chat lines delivered.", st->messages_out);
 	COUNTER("bytes_in_total", "Bytes received.", st->bytes_in);
 	COUNTER("bytes_out_total", "Bytes queued for sending.", st->bytes_out);
 	COUNTER("slow_consumer_events_total",
@@ -161,14 +166,14 @@ render(struct metrics *m, struct evbuffer *b)
 		history_stats(s->history, &hs);
 		GAUGE("history_queue_depth", "Messages waiting for the writer.",
 		    "%zu", hs.queue_depth);
-		COUNTER("history_written_total", "Messages committed.",
-		    hs.written);
+		COUNTER(
+		    "history_written_total", "Messages committed.", hs.written);
 		COUNTER("history_dropped_total",
 		    "Messages history could not keep.", hs.dropped);
 		COUNTER("history_write_errors_total", "Failed commits.",
 		    hs.write_errors);
-		COUNTER("history_batches_total", "Committed batches.",
-		    hs.batches);
+		COUNTER(
+		    "history_batches_total", "Committed batches.", hs.batches);
 		GAUGE("history_commit_seconds", "Duration of the last commit.",
 		    "%.6f", (double)hs.last_commit_us / 1e6);
 		GAUGE("history_degraded", "1 while a write fault lasts.", "%d",
@@ -212,7 +217,7 @@ struct metrics *
 metrics_new(struct server *s)
 {
 	struct metrics *m;
-	struct timeval tv = { 0, LAG_TICK_MS * 1000 };
+	struct timeval tv = {0, LAG_TICK_MS * 1000};
 
 	if ((m = calloc(1, sizeof *m)) == NULL)
 		return NULL;
@@ -224,9 +229,10 @@ metrics_new(struct server *s)
 		return NULL;
 	}
 	/* Let every method reach metrics_cb, which answers 405 itself. */
-	evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
-	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	evhttp_set_allowed_methods(m->http,
+	    EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+		EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+		EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
 	evhttp_set_max_headers_size(m->http, 8192);
 	evhttp_set_max_body_size(m->http, 4096);
 	evhttp_set_timeout(m->http, 10);

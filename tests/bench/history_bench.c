@@ -26,7 +26,7 @@
 
 #define RUN_MS 1500
 #define CHUNK 1000
-#define HIGH_WATER 50000 /* queued lines: pause appending above this */
+#define HIGH_WATER 5000 /* queued lines: pause appending above this */
 
 static int64_t
 now_ns(void)
@@ -123,8 +123,8 @@ main(int argc, char **argv)
 	snprintf(path, sizeof path, "%s/bench.db", dir);
 	printf("history writer, WAL + synchronous=NORMAL, %d ms per run\n",
 	    run_ms);
-	printf("%-22s %6s %9s %8s %10s %8s %9s %8s\n", "mode", "batch",
-	    "lines", "seconds", "lines/s", "commits", "max ms", "append ns");
+	printf("%-22s %6s %9s %8s %10s %8s %9s %8s\n", "mode", "batch", "lines",
+	    "seconds", "lines/s", "commits", "max ms", "append ns");
 	rc |= run(base, path, "batched (512, 50 ms)", 512, 50, run_ms);
 	rc |= run(base, path, "batched (64, 50 ms)", 64, 50, run_ms);
 	rc |= run(base, path, "one txn per line", 1, 50, run_ms);

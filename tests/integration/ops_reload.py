@@ -279,9 +279,11 @@ def cert_part(t, tmp):
 
 
 def main(t):
-    pt.require_tool("openssl")
     with pt.Server(listeners=[pt.listen("a")]) as srv:
         listeners_part(t, srv, Reloader(srv))
+    if shutil.which("openssl") is None:
+        t.skip("certificate renewal on SIGHUP", "openssl is not installed")
+        return
     with tempfile.TemporaryDirectory(prefix="parleytest-reload-") as tmp:
         cert_part(t, tmp)
 

@@ -58,26 +58,40 @@ def speaks_chat(port):
         return repr(e)
 
 
-def activate(ssa, srv, addrs, names):
-    """systemd-socket-activate -l A... --fdname=N:N parleyd -c CONF; waits
-    until it listens. It execs parleyd (same pid) on the first connection."""
+def activate(ssa, srv, nports, names):
+    """systemd-socket-activate -l 127.0.0.1:P... --fdname=N:N parleyd -c CONF
+    on nports fresh ports; waits until it listens (it execs parleyd, same
+    pid, on the first connection). Returns the ports, or None."""
     with open(srv.conf_path, "w") as f:
         f.write(srv.config_text())
-    cmd = [ssa]
-    for a in addrs:
-        cmd += ["-l", a]
-    cmd += ["--fdname=" + ":".join(names), pt.parleyd_path(), "-c", srv.conf_path]
     env = dict(os.environ)
     for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
               "LISTEN_PID", "LISTEN_FDNAMES"):
         env.pop(k, None)
-    with open(srv.log_path, "ab") as logf:
-        srv.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                    cwd=srv.dir, env=env, preexec_fn=pt._pdeathsig)
-    want = len(addrs)
-    ok = pt.wait_for(lambda: len(re.findall(r"Listening on", srv.log())) >= want
-                     or not srv.alive(), 5)
-    return bool(ok) and srv.alive()
+    taken = {l["port"] for l in srv.listeners}
+    for attempt in range(3):
+        ports = []
+        while len(ports) < nports:
+            p = pt.free_port()
+            if p not in taken and p not in ports:
+                ports.append(p)
+        cmd = [ssa]
+        for p in ports:
+            cmd += ["-l", "127.0.0.1:%d" % p]
+        cmd += ["--fdname=" + ":".join(names), pt.parleyd_path(), "-c", srv.conf_path]
+        with open(srv.log_path, "ab") as logf:
+            srv.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                                        stderr=logf, cwd=srv.dir, env=env,
+                                        preexec_fn=pt._pdeathsig)
+        before = len(re.findall(r"Listening on", srv.log()))
+        pt.wait_for(lambda: len(re.findall(r"Listening on", srv.log())) >= before + nports
+                    or not srv.alive(), 5)
+        if srv.alive() and len(re.findall(r"Listening on", srv.log())) >= before + nports:
+            return ports
+        srv.kill()
+        if not re.search(r"in use", srv.log(), re.I):
+            return None
+    return None
 
 
 def hup(srv):
@@ -89,15 +103,14 @@ def hup(srv):
 
 
 def passed_chat(t, ssa):
-    port = pt.free_port()
     conf_port = pt.free_port()
-    while conf_port == port:
-        conf_port = pt.free_port()
     with pt.Server(listeners=[pt.listen("chat", port=conf_port, service="chat")],
                    start=False) as srv:
-        if not t.ok(activate(ssa, srv, ["127.0.0.1:%d" % port], ["chat"]),
-                    "systemd-socket-activate listens on the activation port", srv.log_tail()):
+        ports = activate(ssa, srv, 1, ["chat"])
+        if not t.ok(ports, "systemd-socket-activate listens on the activation port",
+                    srv.log_tail()):
             return
+        port = ports[0]
         a = socket.create_connection(("127.0.0.1", port), timeout=5)
         try:
             greet = read_until(a, r"^\*\*\* welcome", 5)
@@ -147,13 +160,13 @@ def passed_chat(t, ssa):
 
 
 def unclaimed(t, ssa):
-    p_chat, p_stray, p_echo = pt.free_port(), pt.free_port(), pt.free_port()
+    p_echo = pt.free_port()
     with pt.Server(listeners=[pt.listen("chat", port=pt.free_port(), service="chat"),
                               pt.listen("e", port=p_echo)], start=False) as srv:
-        if not t.ok(activate(ssa, srv, ["127.0.0.1:%d" % p_chat, "127.0.0.1:%d" % p_stray],
-                             ["chat", "stray"]),
-                    "systemd-socket-activate listens on two sockets", srv.log_tail()):
+        ports = activate(ssa, srv, 2, ["chat", "stray"])
+        if not t.ok(ports, "systemd-socket-activate listens on two sockets", srv.log_tail()):
             return
+        p_chat, p_stray = ports
         # The first connection makes systemd-socket-activate exec parleyd.
         with socket.create_connection(("127.0.0.1", p_chat), timeout=5) as c:
             c.sendall(b"/help\r\n")

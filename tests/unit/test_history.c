@@ -135,8 +135,7 @@ recent(struct history *h, const char *room, unsigned limit, int64_t since)
 }
 
 static int
-search(struct history *h, const char *const *rooms, size_t n,
-    const char *words)
+search(struct history *h, const char *const *rooms, size_t n, const char *words)
 {
 	memset(&res, 0, sizeof res);
 	if (history_search(h, rooms, n, words, 50, 1, on_result, NULL) == -1)
@@ -413,8 +412,7 @@ test_search(void)
 	ok(search(h, abc, 3, "fox quick") == 0 && res.n == 1 &&
 		strcmp(res.text[0], "the quick brown fox") == 0,
 	    "all words must match");
-	ok(search(h, abc, 3, "FOX") == 0 && res.n == 2,
-	    "search ignores case");
+	ok(search(h, abc, 3, "FOX") == 0 && res.n == 2, "search ignores case");
 	for (i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
 		if (search(h, abc, 3, hostile[i]) == -1 || res.failed) {
 			diag("\"%s\": %s", hostile[i], res.err);
@@ -452,8 +450,8 @@ test_fts_query(void)
 static void
 test_queue_limit(void)
 {
-	struct tweak t = {.batch_size = 100000, .batch_ms = 10000,
-	    .queue_limit = 100};
+	struct tweak t = {
+	    .batch_size = 100000, .batch_ms = 10000, .queue_limit = 100};
 	struct history_stats st;
 	struct history *h;
 	int i, accepted = 0, zero = 0;
@@ -687,9 +685,8 @@ test_open_failures(void)
 static void
 cleanup(void)
 {
-	const char *names[] = {"history.db", "history.db-wal",
-	    "history.db-shm", "full.db", "full.db-wal", "full.db-shm",
-	    "corrupt.db"};
+	const char *names[] = {"history.db", "history.db-wal", "history.db-shm",
+	    "full.db", "full.db-wal", "full.db-shm", "corrupt.db"};
 	char p[192];
 	size_t i;
 
