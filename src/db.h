@@ -56,7 +56,8 @@ void db_rollback(struct db *db);
 /*
  * Queries append to out, oldest first.  Replay: the newest limit rows of
  * room with id <= upto.  Recent: the newest limit rows of room with
- * ts >= since_ms.  On error out is left as it was.
+ * ts >= since_ms (walking back in id order, it stops at the first older
+ * row).  On error out is left as it was.
  */
 int db_replay(struct db *db, const char *room, int64_t upto, unsigned limit,
     struct db_rows *out);

@@ -63,9 +63,10 @@
  * Shutdown.  history_close queues a stop item (allocated at open, so it
  * cannot fail) behind everything else; the writer commits every pending
  * line (retrying a fault for CLOSE_RETRY_US before it gives up and logs
- * the loss), checkpoints, closes its connection and exits; close joins
- * it, then frees the reader workq, which runs every pending done
- * callback (replay answers included) on the caller's thread.
+ * the loss), checkpoints (TRUNCATE) and exits; close joins it, then frees
+ * the reader workq, which runs every pending done callback (replay
+ * answers included) on the caller's thread, and closes the writing
+ * connection last, so sqlite removes the WAL and shm files.
  *
  * Locks.  h->lock guards the queue, the counters the writer publishes and
  * the flush handshake; it is a leaf: nothing else is locked while it is
@@ -458,13 +459,10 @@ commit_batch(struct history *h)
 	int rc;
 
 	rc = db_begin(w->db);
-	STAILQ_FOREACH(it, &w->pending, entry)
-	{
-		if (rc != 0 || n == h->batch_size)
-			break;
+	for (it = STAILQ_FIRST(&w->pending);
+	     it != NULL && rc == 0 && n < h->batch_size;
+	     it = STAILQ_NEXT(it, entry), n++)
 		rc = db_insert(w->db, &it->row);
-		n++;
-	}
 	if (rc == 0)
 		rc = db_commit(w->db);
 	if (rc != 0) {
@@ -570,8 +568,9 @@ answer_replay(struct history *h, struct item *req)
 	size_t count = 0, skip;
 	int rc;
 
-	STAILQ_FOREACH(it, &w->pending, entry)
-	count += replay_match(it, req);
+	for (it = STAILQ_FIRST(&w->pending); it != NULL;
+	     it = STAILQ_NEXT(it, entry))
+		count += replay_match(it, req);
 	skip = count > req->limit ? count - req->limit : 0;
 	if (count - skip < req->limit) {
 		rc = db_replay(w->db, req->row.room, req->row.id,
@@ -579,9 +578,9 @@ answer_replay(struct history *h, struct item *req)
 		if (rc != 0)
 			query_fail(q, w->db, rc);
 	}
-	STAILQ_FOREACH(it, &w->pending, entry)
-	{
-		if (q->failed || !replay_match(it, req))
+	for (it = STAILQ_FIRST(&w->pending); it != NULL && !q->failed;
+	     it = STAILQ_NEXT(it, entry)) {
+		if (!replay_match(it, req))
 			continue;
 		if (skip > 0) {
 			skip--;
@@ -617,6 +616,9 @@ prune_end(struct history *h, int rc)
 	w->rooms = NULL;
 	w->nrooms = w->room_idx = 0;
 	w->prune_active = 0;
+	if (rc != 0)
+		w->pruned_once =
+		    0; /* the dirty set is lost: next pass is full */
 	if (rc != 0 && !w->prune_failing) {
 		w->prune_failing = 1;
 		log_warn("history: retention pass failed: %s; will retry",
@@ -639,7 +641,7 @@ prune_rooms(struct history *h, int full)
 	size_t cap = 0;
 	int rc;
 
-	if (!full) {
+	if (!full && w->dirty != NULL) {
 		w->rooms = calloc(strmap_count(w->dirty) + 1, sizeof *w->rooms);
 		if (w->rooms == NULL)
 			return -1;
@@ -745,12 +747,14 @@ maintain(struct history *h)
 {
 	struct writer *w = &h->w;
 	uint64_t now = mono_us();
+	int full;
 
 	if (w->degraded)
 		return; /* a write fault: leave the database alone */
 	if (!w->prune_active && now >= w->next_prune) {
-		prune_begin(h, !w->pruned_once);
-		w->pruned_once = 1;
+		full = !w->pruned_once;
+		w->pruned_once = 1; /* prune_end clears it on failure */
+		prune_begin(h, full);
 		w->next_prune = now + PRUNE_EVERY_US;
 	}
 	if (w->prune_active)
@@ -888,8 +892,8 @@ writer_main(void *arg)
 	if (w->prune_active)
 		prune_end(h, 0);
 	db_checkpoint(w->db, 1);
-	db_close(w->db);
-	w->db = NULL;
+	/* history_close closes w->db after the readers: the last connection
+	 * to close removes the WAL and shm files. */
 	return NULL;
 }
 

@@ -177,10 +177,12 @@ async def scenario(t, srv):
          repr(cc.texts(list(s.backlog)[-3:])))
     before = list(s.backlog)
     s.backlog.clear()
-    blasts = [int(l.split()[2]) for l in before if l.startswith(b"#flood <blaster> blast ")]
+    blasts = [int(l.split()[3]) for l in before if l.startswith(b"#flood <blaster> blast ")]
     whole = all(len(l) == len(b"#flood <blaster> ") + BLAST_LINE - 1
                 for l in before if l.startswith(b"#flood <blaster> "))
-    t.ok(whole, "A: every line queued before the stall arrived whole")
+    t.ok(whole, "A: every line queued before the stall arrived whole",
+         repr([(len(l), l[:40]) for l in before if l.startswith(b"#flood <blaster> ")
+               and len(l) != len(b"#flood <blaster> ") + BLAST_LINE - 1][:3]))
     t.ok(blasts == list(range(len(blasts))),
          "A: the lines it did get are the first %d, in order, no gaps" % len(blasts),
          repr(blasts[:10]))
