@@ -397,16 +397,16 @@ db_fts_query(const char *words, char *buf, size_t len)
 			break;
 		n = strcspn(p, space);
 		if (++nwords > DB_MAX_WORDS)
-			return -1;
+			return -2;
 		/* Quote as a phrase: "word", with " doubled. */
 		if (o + 4 > len)
-			return -1;
+			return -2;
 		if (o > 0)
 			buf[o++] = ' ';
 		buf[o++] = '"';
 		for (i = 0; i < n; i++) {
 			if (o + 4 > len)
-				return -1;
+				return -2;
 			if (p[i] == '"')
 				buf[o++] = '"';
 			buf[o++] = p[i];
@@ -414,8 +414,10 @@ db_fts_query(const char *words, char *buf, size_t len)
 		buf[o++] = '"';
 		p += n;
 	}
-	if (nwords == 0 || o >= len)
+	if (nwords == 0)
 		return -1;
+	if (o >= len)
+		return -2;
 	buf[o] = '\0';
 	return 0;
 }
@@ -430,9 +432,12 @@ db_search(struct db *db, const char *const *rooms, size_t nrooms,
 	size_t i, o;
 	int rc;
 
-	if (db_fts_query(words, q, sizeof q) == -1) {
-		snprintf(err, errlen, "give 1 to %d words to search for",
-		    DB_MAX_WORDS);
+	switch (db_fts_query(words, q, sizeof q)) {
+	case -1:
+		snprintf(err, errlen, "nothing to search for");
+		return -1;
+	case -2:
+		snprintf(err, errlen, "at most %d words, please", DB_MAX_WORDS);
 		return -1;
 	}
 	if (nrooms == 0)

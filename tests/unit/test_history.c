@@ -423,7 +423,7 @@ test_search(void)
 	ok(search(h, abc, 3, "\"foo") == 0 && res.n == 1,
 	    "a quote in input is matched literally");
 	ok(search(h, abc, 3, "   ") == 0 && res.failed && res.n == 0,
-	    "an empty search reports an error");
+	    "an empty search reports an error (%s)", res.err);
 	ok(search(h, abc, 0, "dog") == 0 && !res.failed && res.n == 0,
 	    "no rooms: no rows");
 	history_close(h);
@@ -439,11 +439,11 @@ test_fts_query(void)
 	    "words become quoted phrases");
 	ok(db_fts_query(" \t ", buf, sizeof buf) == -1, "no words: refused");
 	ok(db_fts_query("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17", buf,
-	       sizeof buf) == -1,
+	       sizeof buf) == -2,
 	    "too many words: refused");
 	ok(db_fts_query("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
 			"abcdefghijklmnop",
-	       buf, sizeof buf) == -1,
+	       buf, sizeof buf) == -2,
 	    "too long: refused, no overflow");
 }
 
