@@ -210,7 +210,8 @@ cmd_join(struct session *s, int argc, char **argv)
 		notice(s, "%s is now your current room", r->name);
 		return;
 	}
-	if (s->nrooms >= cfg->chat_max_rooms_per_client) {
+	if (s->nrooms >= cfg->chat_max_rooms_per_client ||
+	    s->nrooms >= s->rooms_cap) {
 		error(s, "you are in %zu rooms, the maximum; /part one first",
 		    s->nrooms);
 		return;

@@ -48,6 +48,8 @@ struct session {
 	char fold[NICK_BYTES_MAX];
 	struct room **rooms; /* joined; the last is current */
 	size_t nrooms;
+	size_t
+	    rooms_cap; /* allocated at connect; a reload may raise the limit */
 	struct evbuffer *pending; /* telnet-filtered input not yet framed */
 	struct evbuffer *held; /* output held back while replaying */
 	int replaying; /* history replays in flight */

@@ -497,6 +497,7 @@ chat_open(struct conn *c)
 	if (r != NULL && room_add(r, s) == 0) {
 		s->rooms =
 		    malloc(sizeof *s->rooms * cfg->chat_max_rooms_per_client);
+		s->rooms_cap = s->rooms ? cfg->chat_max_rooms_per_client : 0;
 		if (s->rooms == NULL) {
 			room_remove(ch, r, s);
 			return -1;
@@ -511,6 +512,7 @@ chat_open(struct conn *c)
 	} else {
 		s->rooms =
 		    malloc(sizeof *s->rooms * cfg->chat_max_rooms_per_client);
+		s->rooms_cap = s->rooms ? cfg->chat_max_rooms_per_client : 0;
 		error(s, "cannot join %s: %s", cfg->chat_default_room, why);
 	}
 	log_debug("chat %s: %s connected", conn_peer(c), s->nick);
