@@ -100,7 +100,7 @@ replay_done(uint64_t owner, void *arg, const struct history_row *rows,
 			emit_row(out, room, &rows[i]);
 		evbuffer_add_printf(out, "*** %s: end of history\r\n", room);
 	}
-	if (--s->replaying == 0)
+	if (s->replaying > 0 && --s->replaying == 0)
 		evbuffer_add_buffer(
 		    out, s->held); /* the live lines, in order */
 	free(room);

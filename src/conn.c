@@ -79,6 +79,7 @@ static const char *const state_names[CONN_NSTATES] = {
 /* Slot table: the loop thread's registry of live connections. */
 static struct conn **slots;
 static uint32_t *slot_gen;
+static uint32_t id_generation;
 static uint32_t nslots;
 static uint32_t *free_slots;
 static uint32_t nfree;
@@ -130,7 +131,12 @@ slot_alloc(struct conn *c)
 	}
 	i = free_slots[--nfree];
 	slots[i] = c;
-	slot_gen[i]++;
+	/*
+	 * The generation is process-wide, not per slot: the slot table is
+	 * freed when empty, and an id must never come back while a worker
+	 * result may still name it.
+	 */
+	slot_gen[i] = ++id_generation;
 	c->id = ((uint64_t)slot_gen[i] << 32) | i;
 	return 0;
 }

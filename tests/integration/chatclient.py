@@ -329,6 +329,21 @@ class RssSampler:
         return self.peak - self.base
 
 
+def uses_asan(pid):
+    """True if the daemon is an AddressSanitizer build (its quarantine keeps
+    freed memory resident, so RSS bounds must be looser)."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
+
+
+def rss_bound_kib(srv, normal_kib):
+    """normal_kib, or a looser bound (+256 MiB quarantine) under ASan."""
+    return normal_kib + (256 << 10) if uses_asan(srv.pid) else normal_kib
+
+
 def percentile(values, p):
     if not values:
         return None
