@@ -18,6 +18,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "chat-int.h"
 #include "conf.h"
 #include "conn.h"
@@ -100,7 +101,7 @@ replay_done(uint64_t owner, void *arg, const struct history_row *rows,
 			emit_row(out, room, &rows[i]);
 		evbuffer_add_printf(out, "*** %s: end of history\r\n", room);
 	}
-	if (s->replaying > 0 && --s->replaying == 0)
+	if (--s->replaying == 0)
 		evbuffer_add_buffer(
 		    out, s->held); /* the live lines, in order */
 	free(room);
@@ -172,7 +173,6 @@ chat_history_cmd(struct session *s, int argc, char **argv)
 	uint64_t ms = 0;
 	int64_t since = 0;
 	char *end;
-	struct timespec now;
 
 	if (begin_query(s) == -1)
 		return;
@@ -187,8 +187,7 @@ chat_history_cmd(struct session *s, int argc, char **argv)
 			    "2h, 1d)");
 			return;
 		}
-		clock_gettime(CLOCK_REALTIME, &now);
-		since = (int64_t)now.tv_sec * 1000 - (int64_t)ms;
+		since = clock_real_ms() - (int64_t)ms;
 	} else if (argc >= 1) {
 		n = strtoul(argv[0], &end, 10);
 		if (*end != '\0' || n == 0 || argc > 1) {

@@ -26,6 +26,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "clock.h"
 #include "chat-int.h"
 #include "chat.h"
 #include "conf.h"
@@ -38,15 +39,6 @@
 
 /* Lines handled per wake-up before yielding to other clients. */
 #define LINES_PER_WAKEUP 64
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 struct blob *
 blob_printf(const char *fmt, ...)
@@ -289,7 +281,7 @@ static int
 take_token(struct session *s)
 {
 	const struct config *cfg = s->chat->srv->cfg;
-	uint64_t now = now_ms();
+	uint64_t now = clock_mono_ms();
 
 	s->tokens +=
 	    (double)(now - s->refilled_ms) * cfg->chat_flood_rate / 1000.0;
@@ -478,7 +470,7 @@ chat_open(struct conn *c)
 	s->conn = c;
 	s->id = conn_id(c);
 	s->tokens = cfg->chat_flood_burst;
-	s->refilled_ms = now_ms();
+	s->refilled_ms = clock_mono_ms();
 	telnet_init(&s->telnet);
 	conn_set_data(c, s);
 	for (tries = 0; tries < 1000; tries++) {

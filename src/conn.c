@@ -78,7 +78,6 @@ static const char *const state_names[CONN_NSTATES] = {
 
 /* Slot table: the loop thread's registry of live connections. */
 static struct conn **slots;
-static uint32_t *slot_gen;
 static uint32_t id_generation;
 static uint32_t nslots;
 static uint32_t *free_slots;
@@ -117,14 +116,11 @@ slot_alloc(struct conn *c)
 	if (nfree == 0) {
 		n = nslots ? nslots * 2 : 256;
 		if ((slots = realloc(slots, n * sizeof *slots)) == NULL ||
-		    (slot_gen = realloc(slot_gen, n * sizeof *slot_gen)) ==
-			NULL ||
 		    (free_slots = realloc(
 			 free_slots, n * sizeof *free_slots)) == NULL)
 			abort(); /* table realloc is tiny compared with a conn */
 		for (i = n; i > nslots; i--) {
 			slots[i - 1] = NULL;
-			slot_gen[i - 1] = 0;
 			free_slots[nfree++] = i - 1;
 		}
 		nslots = n;
@@ -136,8 +132,7 @@ slot_alloc(struct conn *c)
 	 * freed when empty, and an id must never come back while a worker
 	 * result may still name it.
 	 */
-	slot_gen[i] = ++id_generation;
-	c->id = ((uint64_t)slot_gen[i] << 32) | i;
+	c->id = ((uint64_t)++id_generation << 32) | i;
 	return 0;
 }
 
@@ -151,10 +146,8 @@ slot_release(struct conn *c)
 	if (nconns == 0 && nfree == nslots) {
 		/* Nothing left: give the table back (valgrind-clean exit). */
 		free(slots);
-		free(slot_gen);
 		free(free_slots);
 		slots = NULL;
-		slot_gen = NULL;
 		free_slots = NULL;
 		nslots = nfree = 0;
 	}

@@ -87,6 +87,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "db.h"
 #include "history.h"
@@ -222,24 +223,6 @@ struct history {
 	/* writer */
 	struct writer w;
 };
-
-static uint64_t
-mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static int64_t
-real_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Wait on cond until the monotonic time at_us; ETIMEDOUT when past. */
 static int
@@ -420,7 +403,7 @@ fault(struct history *h, int rc, const char *msg)
 {
 	struct writer *w = &h->w;
 
-	w->retry_at = mono_us() + w->backoff_us;
+	w->retry_at = clock_mono_us() + w->backoff_us;
 	w->backoff_us = w->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US
 							   : w->backoff_us * 2;
 	w->fault_errors++;
@@ -454,7 +437,7 @@ commit_batch(struct history *h)
 	struct writer *w = &h->w;
 	struct item *it, *last = NULL;
 	size_t n = 0, i;
-	uint64_t t0 = mono_us(), took;
+	uint64_t t0 = clock_mono_us(), took;
 	char msg[256];
 	int rc;
 
@@ -471,7 +454,7 @@ commit_batch(struct history *h)
 		fault(h, rc, msg);
 		return -1;
 	}
-	took = mono_us() - t0;
+	took = clock_mono_us() - t0;
 
 	for (i = 0; i < n; i++) {
 		it = STAILQ_FIRST(&w->pending);
@@ -516,7 +499,7 @@ commit_due(struct history *h)
 	uint64_t now;
 
 	while ((first = STAILQ_FIRST(&w->pending)) != NULL) {
-		now = mono_us();
+		now = clock_mono_us();
 		if (w->degraded) {
 			if (now < w->retry_at)
 				break;
@@ -701,7 +684,7 @@ prune_step(struct history *h)
 	int rc;
 
 	if (w->phase == PRUNE_AGE) {
-		cutoff = real_ms() - (int64_t)h->max_age_ms;
+		cutoff = clock_real_ms() - (int64_t)h->max_age_ms;
 		rc = db_prune_age(w->db, cutoff, PRUNE_CHUNK, &n);
 		w->prune_deleted += n;
 		if (rc != 0) {
@@ -746,7 +729,7 @@ static void
 maintain(struct history *h)
 {
 	struct writer *w = &h->w;
-	uint64_t now = mono_us();
+	uint64_t now = clock_mono_us();
 	int full;
 
 	if (w->degraded)
@@ -829,8 +812,9 @@ deadline(struct history *h)
 		d = w->next_prune;
 	if (w->stop && w->degraded && w->stop_at + CLOSE_RETRY_US < d)
 		d = w->stop_at + CLOSE_RETRY_US;
-	if (!STAILQ_EMPTY(&w->undelivered) && d > mono_us() + BACKOFF_MIN_US)
-		d = mono_us() + BACKOFF_MIN_US;
+	if (!STAILQ_EMPTY(&w->undelivered) &&
+	    d > clock_mono_us() + BACKOFF_MIN_US)
+		d = clock_mono_us() + BACKOFF_MIN_US;
 	return d;
 }
 
@@ -849,7 +833,7 @@ take(struct history *h, struct itemlist *in)
 	else
 		h->wake_at = h->batch_size - w->npending;
 	while (h->nctl == 0 && h->nqueued < h->wake_at) {
-		if (until != NEVER && mono_us() >= until)
+		if (until != NEVER && clock_mono_us() >= until)
 			break;
 		h->waiting = 1;
 		wait_until(&h->wake, &h->lock, until);
@@ -873,7 +857,7 @@ writer_main(void *arg)
 	pthread_setname_np(pthread_self(), "history-w");
 	for (;;) {
 		take(h, &in);
-		now = mono_us();
+		now = clock_mono_us();
 		while ((it = STAILQ_FIRST(&in)) != NULL) {
 			STAILQ_REMOVE_HEAD(&in, entry);
 			handle(h, it, now);
@@ -884,7 +868,7 @@ writer_main(void *arg)
 		if (!STAILQ_EMPTY(&w->undelivered))
 			repost_answers(h);
 		if (w->stop && w->npending > 0 && w->degraded &&
-		    mono_us() >= w->stop_at + CLOSE_RETRY_US)
+		    clock_mono_us() >= w->stop_at + CLOSE_RETRY_US)
 			give_up(h);
 		if (w->stop && w->npending == 0)
 			break;
@@ -900,16 +884,11 @@ writer_main(void *arg)
 static int
 start_writer(struct history *h)
 {
-	sigset_t all, old;
+	sigset_t old;
 	int rc;
 
 	/* Keep asynchronous signals for the loop thread, as workq does. */
-	sigfillset(&all);
-	sigdelset(&all, SIGSEGV);
-	sigdelset(&all, SIGBUS);
-	sigdelset(&all, SIGFPE);
-	sigdelset(&all, SIGILL);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
+	workq_block_signals(&old);
 	rc = pthread_create(&h->writer_tid, NULL, writer_main, h);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return rc;
@@ -982,7 +961,7 @@ history_open(
 	STAILQ_INIT(&h->w.pending);
 	STAILQ_INIT(&h->w.undelivered);
 	h->w.backoff_us = BACKOFF_MIN_US;
-	h->w.next_truncate = mono_us() + TRUNCATE_EVERY_US;
+	h->w.next_truncate = clock_mono_us() + TRUNCATE_EVERY_US;
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1054,7 +1033,7 @@ history_append(struct history *h, const char *room, const char *sender,
 	/* Allocate outside the lock; a drop frees it again. */
 	if ((it = item_new(ITEM_LINE, room, sender, text)) != NULL) {
 		it->row.id = h->last_id + 1;
-		it->row.ts_ms = real_ms();
+		it->row.ts_ms = clock_real_ms();
 		it->row.kind = kind;
 	}
 
@@ -1249,7 +1228,8 @@ history_flush_wait(struct history *h, int timeout_ms)
 	if (h == NULL || h->closing)
 		return -1;
 	target = h->last_id;
-	until = mono_us() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000;
+	until = clock_mono_us() +
+	    (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000;
 	it = item_new(ITEM_FLUSH, NULL, NULL, NULL);
 	pthread_mutex_lock(&h->lock);
 	if (it != NULL && h->committed_id < target) {

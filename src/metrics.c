@@ -17,6 +17,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "clock.h"
 #include "chat.h"
 #include "conn.h"
 #include "history.h"
@@ -35,20 +36,11 @@ struct metrics {
 	uint64_t scrapes;
 };
 
-static uint64_t
-mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct metrics *m = arg;
-	uint64_t now = mono_us(), late;
+	uint64_t now = clock_mono_us(), late;
 
 	(void)fd;
 	(void)what;

@@ -10,6 +10,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "clock.h"
 #include "log.h"
 #include "notify.h"
 
@@ -71,15 +72,6 @@ notify_close_unclaimed(void)
 	nfds = 0;
 }
 
-static uint64_t
-monotonic_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 void
 notify_ready(void)
 {
@@ -91,7 +83,7 @@ notify_reloading(void)
 {
 	/* MONOTONIC_USEC lets Type=notify-reload match this to SIGHUP. */
 	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
-	    (unsigned long long)monotonic_usec());
+	    (unsigned long long)clock_mono_us());
 }
 
 void

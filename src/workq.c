@@ -256,19 +256,27 @@ destroy(struct workq *q)
 	free(q);
 }
 
-static int
-start_threads(struct workq *q)
+void
+workq_block_signals(sigset_t *old)
 {
-	sigset_t all, old;
-	int i, rc = 0;
+	sigset_t all;
 
-	/* Threads inherit the mask: keep async signals for the loop. */
 	sigfillset(&all);
 	sigdelset(&all, SIGSEGV);
 	sigdelset(&all, SIGBUS);
 	sigdelset(&all, SIGFPE);
 	sigdelset(&all, SIGILL);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_sigmask(SIG_SETMASK, &all, old);
+}
+
+static int
+start_threads(struct workq *q)
+{
+	sigset_t old;
+	int i, rc = 0;
+
+	/* Threads inherit the mask: keep async signals for the loop. */
+	workq_block_signals(&old);
 	for (i = 0; i < q->cfg.threads; i++) {
 		q->workers[i].q = q;
 		q->workers[i].index = i;

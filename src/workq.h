@@ -17,6 +17,7 @@
 #ifndef PARLEY_WORKQ_H
 #define PARLEY_WORKQ_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -81,5 +82,13 @@ size_t workq_running(struct workq *q);
  * callback.  Blocks until the queue is drained.  NULL is a no-op.
  */
 void workq_free(struct workq *q);
+
+/*
+ * Before pthread_create of any helper thread: block asynchronous signals
+ * (the new thread inherits the mask) so they reach the loop thread; SEGV,
+ * BUS, FPE and ILL stay deliverable.  Restore with
+ * pthread_sigmask(SIG_SETMASK, old, NULL) after the create.
+ */
+void workq_block_signals(sigset_t *old);
 
 #endif

@@ -1,0 +1,34 @@
+/* Clock readings used across modules: one definition each. */
+#ifndef PARLEY_CLOCK_H
+#define PARLEY_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+/* Monotonic microseconds: intervals, deadlines, lag. */
+static inline uint64_t
+clock_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static inline uint64_t
+clock_mono_ms(void)
+{
+	return clock_mono_us() / 1000;
+}
+
+/* Wall-clock milliseconds since the epoch: message timestamps. */
+static inline int64_t
+clock_real_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#endif
