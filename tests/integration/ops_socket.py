@@ -79,11 +79,12 @@ def activate(ssa, srv, nports, names):
         for p in ports:
             cmd += ["-l", "127.0.0.1:%d" % p]
         cmd += ["--fdname=" + ":".join(names), pt.parleyd_path(), "-c", srv.conf_path]
+        # Count before starting it: it may print its lines before we look.
+        before = len(re.findall(r"Listening on", srv.log()))
         with open(srv.log_path, "ab") as logf:
             srv.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
                                         stderr=logf, cwd=srv.dir, env=env,
                                         preexec_fn=pt._pdeathsig)
-        before = len(re.findall(r"Listening on", srv.log()))
         pt.wait_for(lambda: len(re.findall(r"Listening on", srv.log())) >= before + nports
                     or not srv.alive(), 5)
         if srv.alive() and len(re.findall(r"Listening on", srv.log())) >= before + nports:
