@@ -11,6 +11,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,8 +190,11 @@ chat_history_cmd(struct session *s, int argc, char **argv)
 		}
 		since = clock_real_ms() - (int64_t)ms;
 	} else if (argc >= 1) {
-		n = strtoul(argv[0], &end, 10);
-		if (*end != '\0' || n == 0 || argc > 1) {
+		/* strtoul would take "-1" (or " 1") as a huge N. */
+		n = isdigit((unsigned char)argv[0][0])
+		    ? strtoul(argv[0], &end, 10)
+		    : 0;
+		if (n == 0 || *end != '\0' || argc > 1) {
 			error(s, "usage: /history [N | since DURATION]");
 			return;
 		}
