@@ -79,13 +79,16 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "conf.h"
@@ -933,6 +936,44 @@ db_path(const struct config *cfg)
 	if ((p = malloc(len)) != NULL)
 		snprintf(p, len, "%s/history.db", dir);
 	return p;
+}
+
+int
+history_chown_files(const struct config *cfg, uid_t uid, gid_t gid)
+{
+	static const char *const suffix[] = {"", "-wal", "-shm"};
+	char *path, file[4096];
+	struct stat st;
+	size_t i;
+	int fd, rc = 0;
+
+	if ((path = db_path(cfg)) == NULL)
+		return -1;
+	for (i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+		snprintf(file, sizeof file, "%s%s", path, suffix[i]);
+		/*
+		 * The directory may belong to the user already: follow no
+		 * symlink, and touch only a root-owned regular file with
+		 * one link, or root could hand any file to the user.
+		 */
+		fd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd == -1) {
+			if (errno != ENOENT) {
+				log_warn("%s: %s", file, strerror(errno));
+				rc = -1;
+			}
+			continue;
+		}
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_nlink == 1 && st.st_uid == 0 &&
+		    fchown(fd, uid, gid) == -1) {
+			log_warn("chown %s: %s", file, strerror(errno));
+			rc = -1;
+		}
+		close(fd);
+	}
+	free(path);
+	return rc;
 }
 
 struct history *

@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct event_base;
 struct config;
@@ -63,6 +64,14 @@ typedef void (*history_result_fn)(uint64_t owner_id, void *arg,
  */
 struct history *history_open(struct event_base *base, const struct config *cfg,
     char *err, size_t errlen);
+
+/*
+ * Give the database and its -wal and -shm files, where they exist, to
+ * uid:gid: files an older parleyd created as root before switching to
+ * [server] user.  Only root-owned regular files with one link, reached
+ * without a symlink, are changed.  0, or -1 if one failed (logged).
+ */
+int history_chown_files(const struct config *cfg, uid_t uid, gid_t gid);
 
 /*
  * Assign the next id, timestamp the line and queue it for the writer;

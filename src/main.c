@@ -19,6 +19,7 @@
 #include <event2/thread.h>
 
 #include "conf.h"
+#include "history.h"
 #include "log.h"
 #include "notify.h"
 #include "server.h"
@@ -52,7 +53,8 @@ make_state_dir(const char *path)
 
 /*
  * Started as root (outside systemd's DynamicUser=): listeners are bound
- * and files open, so give up root now.  Running on as root needs an
+ * and the TLS files read, so give up root now (the history database is
+ * opened afterwards, as the run user).  Running on as root needs an
  * explicit allow_root = yes.
  */
 static int
@@ -77,6 +79,9 @@ drop_privileges(const struct config *cfg)
 	}
 	if (chown(cfg->state_directory, pw->pw_uid, pw->pw_gid) == -1)
 		log_warn("chown %s: %s", cfg->state_directory, strerror(errno));
+	/* The history is opened as the user: repair an old root-owned one. */
+	if (cfg->history_enabled)
+		history_chown_files(cfg, pw->pw_uid, pw->pw_gid);
 	if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
 	    setgid(pw->pw_gid) == -1 || setuid(pw->pw_uid) == -1) {
 		log_err("cannot become %s: %s", cfg->user, strerror(errno));
@@ -154,7 +159,12 @@ main(int argc, char **argv)
 		libevent_global_shutdown();
 		return 1;
 	}
-	if (drop_privileges(cfg) == -1) {
+	/* History after the switch: its files belong to the run user. */
+	err[0] = '\0';
+	if (drop_privileges(cfg) == -1 ||
+	    server_open_history(s, err, sizeof err) == -1) {
+		if (err[0] != '\0')
+			log_err("%s", err);
 		server_free(s);
 		libevent_global_shutdown();
 		return 1;

@@ -226,20 +226,6 @@ server_new(struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if (cfg->history_enabled) {
-		char herr[512];
-
-		s->history = history_open(s->base, cfg, herr, sizeof herr);
-		if (s->history == NULL && cfg->history_required) {
-			snprintf(err, errlen, "history: %s", herr);
-			goto fail;
-		}
-		if (s->history == NULL)
-			log_err("history: %s; chatting without history "
-				"(set [history] required = yes to refuse "
-				"instead)",
-			    herr);
-	}
 	if (listeners_open(s, err, errlen) == -1)
 		goto fail;
 	notify_close_unclaimed();
@@ -266,6 +252,25 @@ server_new(struct config *cfg, char *err, size_t errlen)
 fail:
 	server_free(s);
 	return NULL;
+}
+
+int
+server_open_history(struct server *s, char *err, size_t errlen)
+{
+	char herr[512];
+
+	if (!s->cfg->history_enabled || s->history != NULL)
+		return 0;
+	s->history = history_open(s->base, s->cfg, herr, sizeof herr);
+	if (s->history == NULL && s->cfg->history_required) {
+		snprintf(err, errlen, "history: %s", herr);
+		return -1;
+	}
+	if (s->history == NULL)
+		log_err("history: %s; chatting without history "
+			"(set [history] required = yes to refuse instead)",
+		    herr);
+	return 0;
 }
 
 int

@@ -50,6 +50,14 @@ struct server {
 
 /* Build everything and bind the listeners; NULL with err on failure. */
 struct server *server_new(struct config *cfg, char *err, size_t errlen);
+/*
+ * Open the history database ([history] enabled).  Called after the
+ * switch to [server] user, so the files are created by and opened as
+ * that user.  -1 with err when it cannot be opened and [history]
+ * required is set; otherwise a failure is logged and chat goes on
+ * without history.
+ */
+int server_open_history(struct server *s, char *err, size_t errlen);
 /* Run the loop until stopped; returns the exit code. */
 int server_run(struct server *s);
 void server_free(struct server *s);
