@@ -606,6 +606,17 @@ db_checkpoint(struct db *db, int truncate)
 }
 
 int
+db_moved(struct db *db)
+{
+	int moved = 0;
+
+	if (sqlite3_file_control(
+		db->h, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
+		return 0;
+	return moved != 0;
+}
+
+int
 db_set_max_pages(struct db *db, int64_t pages)
 {
 	char sql[64];

@@ -38,6 +38,12 @@ const char *db_strerror(struct db *db, int rc);
 /* Is rc a fault that may clear by itself (full, busy, I/O, read-only)? */
 int db_transient(int rc);
 
+/*
+ * Has the file been removed, renamed or replaced since it was opened?
+ * 1 or 0 (sqlite's SQLITE_FCNTL_HAS_MOVED: a stat of the path).
+ */
+int db_moved(struct db *db);
+
 /* The highest id ever stored (survives pruning); 0 for none, -1 on error. */
 int64_t db_last_id(struct db *db);
 /* PRAGMA max_page_count (test hook: a "full disk"). */

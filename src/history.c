@@ -32,6 +32,13 @@
  * other error is handled the same way (it is logged the same way, and if
  * it never clears the queue fills and lines are dropped): chat goes on.
  *
+ * The file.  Within FILE_CHECK_US of a commit the writer checks that
+ * the path still names the open file (SQLITE_FCNTL_HAS_MOVED) and is
+ * readable and writable (access()); a change is logged once, and once
+ * more when undone.  It does not reopen: the open connections keep this
+ * run's history working, and a reopen beside a stale -wal is how a
+ * database gets corrupted.
+ *
  * Replay seam.  history_replay is a control item in the writer's queue,
  * behind every line appended before it.  The writer answers it from the
  * committed rows (SELECT ... id <= upto ORDER BY id DESC LIMIT n on its
@@ -108,6 +115,7 @@
 #define PRUNE_CHUNK 5000
 #define TRUNCATE_EVERY_US 600000000
 #define CHECKPOINT_ROWS 20000
+#define FILE_CHECK_US 1000000 /* is the file still there and usable? */
 #define NEVER UINT64_MAX
 
 enum item_type {
@@ -170,6 +178,10 @@ struct writer {
 	size_t since_checkpoint;
 	uint64_t next_truncate;
 	struct querylist undelivered;
+	uint64_t next_file_check;
+	int file_moved; /* the path no longer names our file */
+	int file_unusable; /* the path is not readable and writable */
+	int wrote; /* committed since the last check_file */
 
 	/* Retention. */
 	struct strmap *dirty; /* rooms written since the last pass */
@@ -468,6 +480,7 @@ commit_batch(struct history *h)
 	}
 	w->npending -= n;
 	w->since_checkpoint += n;
+	w->wrote = 1;
 	pthread_mutex_lock(&h->lock);
 	h->depth -= n;
 	h->written += n;
@@ -728,6 +741,46 @@ prune_step(struct history *h)
 	}
 }
 
+/*
+ * Someone removed, replaced or chmodded the file under us.  The open
+ * connections go on with the file they have, so chat and history go on
+ * for this run; the operator learns it now, once per incident, rather
+ * than from a restart that cannot open the file or finds it empty.
+ */
+static void
+check_file(struct history *h, uint64_t now)
+{
+	struct writer *w = &h->w;
+	int moved, unusable, err = 0;
+
+	if (now < w->next_file_check)
+		return;
+	w->next_file_check = now + FILE_CHECK_US;
+	w->wrote = 0;
+	moved = db_moved(w->db);
+	if (moved && !w->file_moved)
+		log_err("history: %s was removed or replaced while open; "
+			"lines still go to the open file, which is lost at "
+			"exit: put it back, or restart to begin a new one",
+		    h->path);
+	else if (!moved && w->file_moved)
+		log_notice("history: %s is back", h->path);
+	w->file_moved = moved;
+	if (moved)
+		return; /* access() would be about the other file */
+	unusable = access(h->path, R_OK | W_OK) == -1;
+	if (unusable)
+		err = errno;
+	if (unusable && !w->file_unusable)
+		log_err("history: %s is no longer readable and writable (%s); "
+			"the open file still works, but a restart cannot "
+			"open it",
+		    h->path, strerror(err));
+	else if (!unusable && w->file_unusable)
+		log_notice("history: %s is usable again", h->path);
+	w->file_unusable = unusable;
+}
+
 static void
 maintain(struct history *h)
 {
@@ -735,6 +788,7 @@ maintain(struct history *h)
 	uint64_t now = clock_mono_us();
 	int full;
 
+	check_file(h, now);
 	if (w->degraded)
 		return; /* a write fault: leave the database alone */
 	if (!w->prune_active && now >= w->next_prune) {
@@ -813,6 +867,9 @@ deadline(struct history *h)
 	if (!w->degraded && (h->max_age_ms > 0 || h->max_per_room > 0) &&
 	    w->next_prune < d)
 		d = w->next_prune;
+	/* Whatever was written, check the file within FILE_CHECK_US. */
+	if (!w->stop && w->wrote && w->next_file_check < d)
+		d = w->next_file_check;
 	if (w->stop && w->degraded && w->stop_at + CLOSE_RETRY_US < d)
 		d = w->stop_at + CLOSE_RETRY_US;
 	if (!STAILQ_EMPTY(&w->undelivered) &&

@@ -225,6 +225,8 @@ def replaced(t):
 def main(t):
     ownership(t)
     legacy_root_owned(t)
+    unreadable(t)
+    replaced(t)
 
 
 pt.main(main)
