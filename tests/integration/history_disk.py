@@ -12,6 +12,11 @@ during the fault is stored (zero loss, within queue_limit).
 
 Locked database: another process holds the write lock for a while; the
 same: chat goes on, logged once, recovered, nothing lost.
+
+Queue bound: a fault that lasts past queue_limit lines: every line is
+still delivered, the ones past the limit are not stored but counted
+(parley_history_dropped_total) and logged once ("queue full"), the queue
+never holds more than the limit, and "recovered; N dropped" follows.
 """
 
 import asyncio
@@ -184,22 +189,38 @@ async def disk_full_chat(t, srv, path, mnt):
     await b.close()
 
 
+class Locker:
+    """Another process's connection holding the database's write lock."""
+
+    def __init__(self, path):
+        self.path = path
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.th = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        con = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            self.held.set()
+            self.release.wait(30)
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+
+    def start(self, timeout=5):
+        self.th.start()
+        return self.held.wait(timeout)
+
+    def stop(self):
+        self.release.set()
+        self.th.join(5)
+
+
 def locked(t):
     hist = {"batch_interval": "20ms", "replay": "3"}
     with hl.hist_server(history=hist, chat=CHAT) as srv:
         path = hl.db_path(srv)
-        held = threading.Event()
-        release = threading.Event()
-
-        def locker():
-            con = sqlite3.connect(path, timeout=5, isolation_level=None)
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                held.set()
-                release.wait(20)
-                con.execute("ROLLBACK")
-            finally:
-                con.close()
 
         async def go():
             a = await cc.Chat.open(srv.port(), label="alice")
@@ -208,18 +229,18 @@ def locked(t):
             await b.set_nick("bob")
             t.ok(await say_lines(a, b, "before", 20), "20 lines before the lock")
             await hl.await_metric(srv, "history_written_total", lambda v: v >= 20)
-            th = threading.Thread(target=locker, daemon=True)
-            th.start()
-            t.ok(held.wait(5), "another process holds the write lock")
-            ok = await say_lines(a, b, "locked", 200)
-            deg = await hl.await_metric(srv, "history_degraded", lambda v: v == 1, timeout=5)
-            t.ok(ok, "chat goes on while the database is locked")
-            t.is_(deg, 1.0, "the writer reports the fault")
-            ok = await say_lines(a, b, "locked2", 200)
-            t.ok(ok, "and goes on")
-            t.is_(hl.log_count(srv, FAULT_RE + r".*locked"), 1, "the lock is logged once")
-            release.set()
-            th.join(5)
+            lk = Locker(path)
+            try:
+                t.ok(lk.start(), "another process holds the write lock")
+                ok = await say_lines(a, b, "locked", 200)
+                deg = await hl.await_metric(srv, "history_degraded", lambda v: v == 1, timeout=5)
+                t.ok(ok, "chat goes on while the database is locked")
+                t.is_(deg, 1.0, "the writer reports the fault")
+                ok = await say_lines(a, b, "locked2", 200)
+                t.ok(ok, "and goes on")
+                t.is_(hl.log_count(srv, FAULT_RE + r".*locked"), 1, "the lock is logged once")
+            finally:
+                lk.stop()
             m = await cc.await_log(srv, RECOVER_RE, timeout=15)
             t.ok(m, "the writer recovers when the lock goes")
             v = await hl.await_metric(srv, "history_written_total", lambda v: v >= 420, timeout=10)
@@ -231,9 +252,53 @@ def locked(t):
         pt.run(go(), timeout=40)
 
 
+def queue_bound(t):
+    """A fault that outlasts queue_limit: lines past it are delivered but not
+    stored, counted, logged once; the queue recovers."""
+    limit = 100
+    hist = {"batch_interval": "20ms", "replay": "3", "queue_limit": str(limit)}
+    full_re = r"history queue full \(%d lines\); dropping" % limit
+    with hl.hist_server(history=hist, chat=CHAT) as srv:
+        path = hl.db_path(srv)
+
+        async def go():
+            a = await cc.Chat.open(srv.port(), label="alice")
+            b = await cc.Chat.open(srv.port(), label="bob")
+            await a.set_nick("alice")
+            await b.set_nick("bob")
+            lk = Locker(path)
+            try:
+                t.ok(lk.start(), "another process holds the write lock")
+                ok = await say_lines(a, b, "q", 3 * limit)
+                t.ok(ok, "all %d lines delivered past queue_limit %d" % (3 * limit, limit))
+                dropped = await hl.await_metric(srv, "history_dropped_total",
+                                                lambda v: v >= 2 * limit)
+                t.is_(dropped, float(2 * limit), "history_dropped_total counts the %d not kept"
+                      % (2 * limit))
+                t.is_(hl.metric(srv, "history_queue_depth"), float(limit),
+                      "the queue holds queue_limit lines, no more")
+                t.is_(hl.log_count(srv, full_re), 1, "'queue full' logged once")
+            finally:
+                lk.stop()
+            v = await hl.await_metric(srv, "history_written_total", lambda v: v >= limit, timeout=15)
+            t.is_(v, float(limit), "the %d queued lines are committed after the fault" % limit)
+            await a.say("after")
+            await a.sync()
+            m = await cc.await_log(srv, r"history queue recovered; %d dropped" % (2 * limit), 5)
+            t.ok(m, "recovery logged with the count dropped", srv.log_tail(5))
+            await hl.await_metric(srv, "history_written_total", lambda v: v >= limit + 1)
+            got = stored_texts(path, "alice")
+            t.is_(got, ["q %d %s" % (i, TEXT) for i in range(limit)] + ["after"],
+                  "stored: the first %d lines (in order) and the line after" % limit)
+            await a.close()
+            await b.close()
+        pt.run(go(), timeout=40)
+
+
 def main(t):
     disk_full(t)
     locked(t)
+    queue_bound(t)
 
 
 pt.main(main)
