@@ -6,7 +6,9 @@ arguments, FTS syntax inert), persistence across a clean restart on the
 same state directory, a server with [history] enabled = no, and the
 replay/live seam while others talk: every joiner sees a contiguous suffix
 of what a witness saw, each line exactly once, in order, the replay being
-exactly the K lines before the seam."""
+exactly the K lines before the seam.  Retention at start-up
+(max_messages_per_room, max_age) prunes the FTS index too and never lets
+an id be reused."""
 
 import asyncio
 import os
@@ -327,6 +329,72 @@ def history_off(t):
         t.ok(not os.path.exists(hl.db_path(srv)), "history off: no history.db is created")
 
 
+def retention(t):
+    """max_messages_per_room and max_age prune at start-up (the FTS index
+    with them); ids are never reused after the newest rows are gone."""
+    hist = {"replay": "3", "max_messages_per_room": "10", "batch_interval": "20ms"}
+    with hl.hist_server(history=hist, chat=CHAT) as srv:
+        async def say():
+            a = await cc.Chat.open(srv.port())
+            await a.set_nick("keeper")
+            for i in range(30):
+                await a.say("keep %d" % i)
+            await a.cmd("/join #two", r"^\*\*\* you joined #two")
+            for i in range(5):
+                await a.say("two %d" % i)
+            await a.sync()
+            await written_at_least(srv, 35)
+            await a.close()
+        pt.run(say(), timeout=20)
+        t0 = time.monotonic()
+        srv.stop()
+        srv.start()
+        m = cc.wait_log(srv, r"history: retention removed (\d+) line\(s\)", 10)
+        t.is_(m and m.group(1), "20", "max_messages_per_room = 10: 20 lines pruned at start-up")
+
+        async def check():
+            c = await cc.Chat.open(srv.port())
+            lines = await hl.history(c, "50")
+            t.is_([p[4] for p in hl.stored(lines)], ["keep %d" % i for i in range(20, 30)],
+                  "the newest 10 of the room are kept")
+            lines = await hl.search(c, "keep 3")
+            t.is_(hl.stored(lines), [], "a pruned line is gone from /search too")
+            lines = await hl.search(c, "keep 23")
+            t.is_([p[4] for p in hl.stored(lines)], ["keep 23"], "a kept line is found")
+            await c.cmd("/join #two", r"^\*\*\* you joined #two")
+            lines = await hl.history(c, "50", room="#two")
+            t.is_([p[4] for p in hl.stored(lines)], ["two %d" % i for i in range(5)],
+                  "a room within its limit is untouched")
+            await c.close()
+        pt.run(check(), timeout=20)
+        srv.stop()
+        last = hl.db_rows(hl.db_path(srv))[-1][0]
+        # max_age: everything is older than 1 s by now (or soon).
+        left = t0 + 1.5 - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+        srv.extra = hl.section("chat", CHAT) + hl.section("history", dict(hist, max_age="1s"))
+        srv.start()
+        m = cc.wait_log(srv, r"history: retention removed 15 line\(s\)", 10)
+        t.ok(m, "max_age = 1s: the 15 old lines pruned at start-up", srv.log_tail(5))
+
+        async def after():
+            c = await cc.Chat.open(srv.port())
+            lines = await hl.history(c, "50")
+            t.is_(hl.stored(lines), [], "nothing older than max_age is shown")
+            await c.set_nick("newer")
+            await c.say("a new line")
+            await c.sync()
+            await written_at_least(srv, 1)
+            await c.close()
+        pt.run(after(), timeout=20)
+        srv.stop()
+        rows = hl.db_rows(hl.db_path(srv))
+        t.ok(len(rows) == 1 and rows[0][0] > last,
+             "an emptied database does not reuse ids (%r > %d)"
+             % (rows[0][0] if rows else None, last))
+
+
 def main(t):
     st = {}
     with hl.hist_server(history=HIST, chat=CHAT) as srv:
@@ -352,6 +420,7 @@ def main(t):
              "ids keep rising across the restart")
         t.is_(hl.integrity(hl.db_path(srv)), "ok", "integrity_check ok")
     history_off(t)
+    retention(t)
 
 
 pt.main(main)
