@@ -8,7 +8,9 @@ file takes the free space; lines keep flowing to everyone; the write error
 is logged once however many lines and retries follow; a joiner still gets
 the replay (answered from the lines held in memory); when the filler is
 removed the writer recovers by itself, logs it once, and every line said
-during the fault is stored (zero loss, within queue_limit).
+during the fault is stored (zero loss, within queue_limit).  Full again
+at SIGTERM: the writer retries for its 5 s, exits cleanly and logs how
+many lines it could not save; the file passes integrity_check.
 
 Locked database: another process holds the write lock for a while; the
 same: chat goes on, logged once, recovered, nothing lost.
@@ -107,9 +109,18 @@ def disk_full(t):
         with hl.hist_server(history=hist, chat=CHAT) as srv:
             path = hist.get("path") or hl.db_path(srv)
             os.environ.pop("PARLEY_HISTORY_MAX_PAGES", None)
-            pt.run(disk_full_chat(t, srv, path, mnt), timeout=45)
-            t.is_(srv.stop(), 0, "clean exit after the disk-full episode")
+            filler = pt.run(disk_full_chat(t, srv, path, mnt), timeout=45)
+            pending = hl.metric(srv, "history_queue_depth")
+            t0 = time.monotonic()
+            rc = srv.stop(timeout=20)
+            t.is_((rc, srv.killed), (0, False),
+                  "SIGTERM with the disk full: a clean exit (in %.1fs)" % (time.monotonic() - t0))
+            t.like(srv.log(), r"history: giving up at exit; %d line\(s\) were not saved"
+                   % (pending or -1), "the lines it could not save are counted in the log (%s)"
+                   % pending)
             if real:
+                if filler:
+                    os.unlink(filler)
                 t.is_(hl.integrity(path), "ok", "integrity_check ok after the disk was full")
     finally:
         os.environ.pop("PARLEY_HISTORY_MAX_PAGES", None)
@@ -185,8 +196,17 @@ async def disk_full_chat(t, srv, path, mnt):
     t.ok(got == want, "zero loss across the fault: all %d lines stored, in order" % len(want),
          "stored %d, first difference at %r" % (len(got), next(
              (i for i, (x, y) in enumerate(zip(got, want)) if x != y), min(len(got), len(want)))))
+    # Full again, and then SIGTERM: the exit may not hang on it.
+    filler = fill(mnt)
+    for rnd in range(40):
+        await say_lines(a, b, "again%d" % rnd, 100)
+        deg = await hl.await_metric(srv, "history_degraded", lambda v: v == 1, timeout=0.5)
+        if deg == 1:
+            break
+    t.is_(deg, 1.0, "the disk is full again")
     await a.close()
     await b.close()
+    return filler
 
 
 class Locker:
