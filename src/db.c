@@ -29,6 +29,9 @@
 #define DB_WAL_LIMIT (16 * 1024 * 1024) /* journal_size_limit, bytes */
 #define DB_MAX_WORDS 16 /* search words */
 #define DB_MAX_ROOMS 256 /* rooms per search */
+#define DB_QUERY_BYTES 1024 /* the FTS5 query built from the words */
+/* Words that always fit: 16 quoted words need 16 * 3 bytes more. */
+#define DB_QUERY_MAX ((size_t)DB_QUERY_BYTES - 4 - DB_MAX_WORDS * 3)
 
 static const char *const migrations[] = {
     /* 1 */
@@ -391,22 +394,28 @@ db_fts_query(const char *words, char *buf, size_t len)
 	const char *p = words;
 	size_t o = 0, n, i, nwords = 0;
 
-	for (;;) {
+	/* Count first: too many words is its own answer, however long. */
+	for (p += strspn(p, space); *p != '\0'; p += strspn(p, space)) {
+		p += strcspn(p, space);
+		if (++nwords > DB_MAX_WORDS)
+			return -2;
+	}
+	if (nwords == 0)
+		return -1;
+	for (p = words;;) {
 		p += strspn(p, space);
 		if (*p == '\0')
 			break;
 		n = strcspn(p, space);
-		if (++nwords > DB_MAX_WORDS)
-			return -2;
 		/* Quote as a phrase: "word", with " doubled. */
 		if (o + 4 > len)
-			return -2;
+			return -3;
 		if (o > 0)
 			buf[o++] = ' ';
 		buf[o++] = '"';
 		for (i = 0; i < n; i++) {
 			if (o + 4 > len)
-				return -2;
+				return -3;
 			if (p[i] == '"')
 				buf[o++] = '"';
 			buf[o++] = p[i];
@@ -414,10 +423,8 @@ db_fts_query(const char *words, char *buf, size_t len)
 		buf[o++] = '"';
 		p += n;
 	}
-	if (nwords == 0)
-		return -1;
 	if (o >= len)
-		return -2;
+		return -3;
 	buf[o] = '\0';
 	return 0;
 }
@@ -427,7 +434,7 @@ db_search(struct db *db, const char *const *rooms, size_t nrooms,
     const char *words, unsigned limit, struct db_rows *out, char *err,
     size_t errlen)
 {
-	char q[1024], sql[512 + DB_MAX_ROOMS * 8];
+	char q[DB_QUERY_BYTES], sql[512 + DB_MAX_ROOMS * 8];
 	sqlite3_stmt *s;
 	size_t i, o;
 	int rc;
@@ -438,6 +445,11 @@ db_search(struct db *db, const char *const *rooms, size_t nrooms,
 		return -1;
 	case -2:
 		snprintf(err, errlen, "at most %d words, please", DB_MAX_WORDS);
+		return -1;
+	case -3:
+		snprintf(err, errlen,
+		    "the words are too long (about %zu bytes at most)",
+		    DB_QUERY_MAX);
 		return -1;
 	}
 	if (nrooms == 0)

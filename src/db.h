@@ -77,7 +77,10 @@ int db_recent(struct db *db, const char *room, unsigned limit, int64_t since_ms,
 int db_search(struct db *db, const char *const *rooms, size_t nrooms,
     const char *words, unsigned limit, struct db_rows *out, char *err,
     size_t errlen);
-/* The FTS5 query for words into buf; -1 if empty, -2 if too long. */
+/*
+ * The FTS5 query for words into buf; -1 if empty, -2 if more than 16
+ * words, -3 if it does not fit in len.
+ */
 int db_fts_query(const char *words, char *buf, size_t len);
 
 /*

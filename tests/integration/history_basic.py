@@ -156,6 +156,10 @@ async def search_cmds(t, srv, st):
                                r"end of search")
     t.ok(ok and len(lines) == 1 and lines[0].startswith("!!! ") and "16" in lines[0],
          "/search with 17 words: one error naming the limit", "got %r" % lines)
+    lines, ok = await hl.query(b, "/search " + "a" * 1200, r"end of search")
+    t.ok(ok and len(lines) == 1 and lines[0].startswith("!!! ") and "too long" in lines[0],
+         "/search with one 1200-byte word: one error saying it is too long (not 'words')",
+         "got %r" % lines)
     # Chat still flows for the searcher afterwards, in order.
     await b.say("after the searches")
     m = await a.expect(r"^#lobby <bob> after the searches$")
