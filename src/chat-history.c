@@ -128,7 +128,7 @@ chat_replay(struct session *s, struct room *r)
 
 struct query {
 	char room[ROOM_BYTES_MAX]; /* display name, for /history */
-	char words[256]; /* for /search */
+	char words[1024]; /* for /search's header; see copy_utf8 */
 };
 
 static void
@@ -218,6 +218,26 @@ chat_history_cmd(struct session *s, int argc, char **argv)
 	conn_pause(s->conn, PAUSE_SERVICE);
 }
 
+/*
+ * Copy at most len - 1 bytes of the valid UTF-8 src, never splitting a
+ * character: a cut sequence would be invalid UTF-8 on the client's
+ * screen.  (Words db_search accepts are shorter than this anyway,
+ * unless padded with runs of spaces.)
+ */
+static void
+copy_utf8(char *dst, size_t len, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= len) {
+		n = len - 1;
+		while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+			n--; /* src[n] starts a character: cut before it */
+	}
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
 static void
 search_done(uint64_t owner, void *arg, const struct history_row *rows,
     size_t nrows, const char *err)
@@ -268,7 +288,7 @@ chat_search_cmd(struct session *s, int argc, char **argv)
 	}
 	if ((q = calloc(1, sizeof *q)) == NULL)
 		return;
-	snprintf(q->words, sizeof q->words, "%s", argv[0]);
+	copy_utf8(q->words, sizeof q->words, argv[0]);
 	if (history_search(hist(s), rooms, n, argv[0],
 		s->chat->srv->cfg->history_page_max, s->id, search_done,
 		q) == -1) {

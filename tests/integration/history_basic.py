@@ -156,6 +156,29 @@ async def search_cmds(t, srv, st):
                                r"end of search")
     t.ok(ok and len(lines) == 1 and lines[0].startswith("!!! ") and "16" in lines[0],
          "/search with 17 words: one error naming the limit", "got %r" % lines)
+    long_word = "é" * 300  # 600 bytes: the header must not cut it (mid-character)
+    await b.sync()
+    await b.send("/search " + long_word)
+    m = await b.expect(rb"^\*\*\* search ", timeout=10)
+    raw = m.string if m else b""
+    try:
+        hdr = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        hdr = "invalid UTF-8: %s" % e
+    t.is_(hdr, '*** search "%s": 0 result(s), newest first' % long_word,
+          "/search of a 600-byte word: the header repeats it whole, valid UTF-8")
+    for words, what in (("a" + " " * 1021 + "é", "a 1023-byte header cut"),):
+        await b.sync()
+        await b.send("/search " + words)
+        m = await b.expect(rb"^\*\*\* search ", timeout=10)
+        raw = m.string if m else b"\xff"
+        try:
+            raw.decode("utf-8")
+            bad = None
+        except UnicodeDecodeError as e:
+            bad = str(e)
+        t.ok(bad is None, "/search header: %s never splits a character" % what,
+             "%s; tail %r" % (bad, raw[-12:]))
     lines, ok = await hl.query(b, "/search " + "a" * 1200, r"end of search")
     t.ok(ok and len(lines) == 1 and lines[0].startswith("!!! ") and "too long" in lines[0],
          "/search with one 1200-byte word: one error saying it is too long (not 'words')",
