@@ -683,6 +683,30 @@ test_open_failures(void)
 }
 
 static void
+test_moved(void)
+{
+	char p[160], q[176], err[256];
+	struct db *db;
+
+	snprintf(p, sizeof p, "%s/moved.db", dir);
+	snprintf(q, sizeof q, "%s/moved.db.away", dir);
+	if ((db = db_open(p, 0, err, sizeof err)) == NULL) {
+		ok(0, "open %s: %s", p, err);
+		return;
+	}
+	ok(db_moved(db) == 0, "a file in place has not moved");
+	ok(rename(p, q) == 0 && db_moved(db) == 1, "renamed away: moved");
+	ok(rename(q, p) == 0 && db_moved(db) == 0, "put back: not moved");
+	unlink(p);
+	ok(db_moved(db) == 1, "removed: moved");
+	db_close(db);
+	snprintf(q, sizeof q, "%s-wal", p);
+	unlink(q);
+	snprintf(q, sizeof q, "%s-shm", p);
+	unlink(q);
+}
+
+static void
 cleanup(void)
 {
 	const char *names[] = {"history.db", "history.db-wal", "history.db-shm",
@@ -730,6 +754,7 @@ main(void)
 	test_retention();
 	test_owner_gone();
 	test_open_failures();
+	test_moved();
 
 	cleanup();
 	event_free(hb);
