@@ -7,7 +7,9 @@ room received it; broadcast and store happen in the same step) must be in
 the database after the exit, the stored lines are exactly 0..n-1 in id
 order, and the log's "N line(s) written, 0 dropped" agrees.  The batch
 interval is long (3 s), so most lines are still uncommitted at the signal:
-the shutdown commit is what is tested.
+the shutdown commit is what is tested.  And once more with no flood
+control and a 10 s batch interval: all 20,000 delivered, none committed
+at the signal, all stored at exit.
 
 kill -9 during a burst: the restarted server opens the database, PRAGMA
 integrity_check (and the FTS5 index check) say ok, the stored lines are a
@@ -128,6 +130,23 @@ def sigterm_burst(t):
             await c.close()
         pt.run(after(), timeout=15)
         srv.stop()
+
+
+def sigterm_all_pending(t):
+    """No flood control: all 20,000 lines are delivered at once and, with a
+    10 s batch interval and batches of 100,000, none is committed when
+    SIGTERM comes; all of them must be by the exit."""
+    hist = {"batch_size": "100000", "batch_interval": "10s", "replay": "3"}
+    chat = dict(CHAT, flood_rate="1000000", flood_burst="1000000")
+    with hl.hist_server(history=hist, chat=chat) as srv:
+        got, _times, at, written_before, _missed = pt.run(
+            burst(srv, BURST, signal.SIGTERM, t), timeout=40)
+        rc = srv.wait(15)
+        t.is_((rc, srv.killed), (0, False), "SIGTERM after a 20,000-line burst: clean exit")
+        t.is_(written_before, 0.0, "none of the %d lines was committed at the signal" % len(got))
+        S = numbers(hl.db_path(srv))
+        t.ok(S == list(range(BURST)), "all %d lines stored, in order, at exit (%d)"
+             % (BURST, len(S)))
 
 
 def kill9_burst(t):
@@ -277,6 +296,7 @@ def slow_readers(t):
 
 def main(t):
     sigterm_burst(t)
+    sigterm_all_pending(t)
     kill9_burst(t)
     slow_readers(t)
 
