@@ -233,6 +233,7 @@ struct history {
 	uint64_t written, batches, write_errors;
 	uint64_t last_commit_us, max_commit_us;
 	int degraded;
+	int file_problem; /* the writer's check_file finds one */
 	char reader_err[256]; /* a reader's open failure, for history_open */
 
 	/* writer */
@@ -741,6 +742,16 @@ prune_step(struct history *h)
 	}
 }
 
+static void
+publish_file_problem(struct history *h)
+{
+	struct writer *w = &h->w;
+
+	pthread_mutex_lock(&h->lock);
+	h->file_problem = w->file_moved || w->file_unusable;
+	pthread_mutex_unlock(&h->lock);
+}
+
 /*
  * Someone removed, replaced or chmodded the file under us.  The open
  * connections go on with the file they have, so chat and history go on
@@ -766,8 +777,10 @@ check_file(struct history *h, uint64_t now)
 	else if (!moved && w->file_moved)
 		log_notice("history: %s is back", h->path);
 	w->file_moved = moved;
-	if (moved)
+	if (moved) {
+		publish_file_problem(h);
 		return; /* access() would be about the other file */
+	}
 	unusable = access(h->path, R_OK | W_OK) == -1;
 	if (unusable)
 		err = errno;
@@ -779,6 +792,7 @@ check_file(struct history *h, uint64_t now)
 	else if (!unusable && w->file_unusable)
 		log_notice("history: %s is usable again", h->path);
 	w->file_unusable = unusable;
+	publish_file_problem(h);
 }
 
 static void
@@ -1312,6 +1326,7 @@ history_stats(struct history *h, struct history_stats *out)
 	out->last_commit_us = h->last_commit_us;
 	out->max_commit_us = h->max_commit_us;
 	out->degraded = h->degraded;
+	out->file_problem = h->file_problem;
 	pthread_mutex_unlock(&h->lock);
 }
 

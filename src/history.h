@@ -45,6 +45,7 @@ struct history_stats {
 	uint64_t last_commit_us;
 	uint64_t max_commit_us;
 	int degraded; /* a write fault is ongoing */
+	int file_problem; /* the file was removed, replaced or made unusable */
 };
 
 /* Most rows one request returns; larger limits are cut to this. */

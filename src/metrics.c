@@ -170,6 +170,10 @@ render(struct metrics *m, struct evbuffer *b)
 		    "%.6f", (double)hs.last_commit_us / 1e6);
 		GAUGE("history_degraded", "1 while a write fault lasts.", "%d",
 		    hs.degraded);
+		GAUGE("history_file_problem",
+		    "1 while the database file is removed, replaced or "
+		    "unusable.",
+		    "%d", hs.file_problem);
 	}
 	if (s->workq != NULL) {
 		workq_stats(s->workq, &ws);
