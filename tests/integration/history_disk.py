@@ -10,7 +10,8 @@ the replay (answered from the lines held in memory); when the filler is
 removed the writer recovers by itself, logs it once, and every line said
 during the fault is stored (zero loss, within queue_limit).  Full again
 at SIGTERM: the writer retries for its 5 s, exits cleanly and logs how
-many lines it could not save; the file passes integrity_check.
+many lines it could not save; the file passes integrity_check.  And
+kill -9 while the disk is full: the restart opens it, integrity ok.
 
 Locked database: another process holds the write lock for a while; the
 same: chat goes on, logged once, recovered, nothing lost.
@@ -209,6 +210,45 @@ async def disk_full_chat(t, srv, path, mnt):
     return filler
 
 
+def kill9_while_full(t):
+    """kill -9 while the writer fails on a full disk (partial WAL frames):
+    the restart opens the file, integrity_check ok, the lines committed
+    before the fault are all there."""
+    mnt = try_mount()
+    if mnt is None:
+        t.skip("kill -9 while the disk is full: integrity ok after restart", "no tmpfs")
+        return
+    try:
+        hist = {"batch_interval": "20ms", "path": os.path.join(mnt, "history.db")}
+        with hl.hist_server(history=hist, chat=CHAT) as srv:
+            async def go():
+                a = await cc.Chat.open(srv.port())
+                b = await cc.Chat.open(srv.port())
+                await a.set_nick("alice")
+                await say_lines(a, b, "pre", 100)
+                await hl.await_metric(srv, "history_written_total", lambda v: v >= 100)
+                filler = fill(mnt)
+                for rnd in range(40):
+                    await say_lines(a, b, "f%d" % rnd, 100)
+                    if await hl.await_metric(srv, "history_degraded", lambda v: v == 1,
+                                             timeout=0.5) == 1:
+                        break
+                return filler
+            filler = pt.run(go(), timeout=30)
+            srv.kill()
+            os.unlink(filler)
+            srv.start()
+            t.ok(cc.wait_log(srv, r"history: \S+ open, last id \d+$", 5),
+                 "kill -9 while the disk is full: the restart opens the database")
+            t.is_(hl.integrity(hist["path"]), "ok", "kill -9 while the disk is full: integrity ok")
+            got = stored_texts(hist["path"], "alice")
+            t.is_(got[:100], ["pre %d %s" % (i, TEXT) for i in range(100)],
+                  "the lines committed before the fault are intact")
+            t.is_(srv.stop(), 0, "clean exit")
+    finally:
+        umount(mnt)
+
+
 class Locker:
     """Another process's connection holding the database's write lock."""
 
@@ -317,6 +357,7 @@ def queue_bound(t):
 
 def main(t):
     disk_full(t)
+    kill9_while_full(t)
     locked(t)
     queue_bound(t)
 
