@@ -279,10 +279,11 @@ class Server:
     listeners: list of listen(...) dicts. tls=True makes a self-signed cert (or
     pass cert=(certpath, keypath)). server/echo: extra key=value for those
     sections (strings, written verbatim). extra: raw text appended to the config.
+    nofile: RLIMIT_NOFILE (soft and hard) for the daemon, set before exec.
     """
 
     def __init__(self, listeners=None, server=None, echo=None, tls=None, cert=None,
-                 extra="", start=True, start_timeout=10):
+                 extra="", start=True, start_timeout=10, nofile=None):
         self.dir = tempfile.mkdtemp(prefix="parleytest-")
         self.state_dir = os.path.join(self.dir, "state")
         os.mkdir(self.state_dir)
@@ -301,6 +302,7 @@ class Server:
         self.killed = False
         self.returncode = None
         self.start_timeout = start_timeout
+        self.nofile = nofile
         need_tls = tls if tls is not None else any(l["tls"] for l in self.listeners)
         self.cert = self.key = None
         if cert:
@@ -362,7 +364,7 @@ class Server:
         try:
             self.proc = subprocess.Popen(
                 [parleyd_path(), "-c", self.conf_path], stdin=subprocess.DEVNULL,
-                stdout=logf, stderr=logf, cwd=self.dir, preexec_fn=_pdeathsig)
+                stdout=logf, stderr=logf, cwd=self.dir, preexec_fn=self._preexec)
         finally:
             logf.close()
         deadline = time.monotonic() + self.start_timeout
@@ -388,6 +390,12 @@ class Server:
                                        % (l["address"], l["port"], self.start_timeout,
                                           self.log_tail()))
             time.sleep(0.05)
+
+    def _preexec(self):
+        _pdeathsig()
+        if self.nofile is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def pid(self):
@@ -476,6 +484,13 @@ class Server:
 
     def fd_count(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
+
+    def cpu_seconds(self):
+        """User + system CPU time the daemon has used so far (all threads)."""
+        with open("/proc/%d/stat" % self.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # after "pid (comm)": state is field 3, utime 14 and stime 15
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------
