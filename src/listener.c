@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <event2/http.h>
 #include <event2/listener.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "conn.h"
 #include "listener.h"
@@ -25,6 +27,8 @@
 
 /* Pause after accept() fails for lack of descriptors, so we never spin. */
 #define ACCEPT_RETRY_MS 250
+/* While accept() keeps failing, repeat the warning at most this often. */
+#define ACCEPT_WARN_MS 30000
 
 struct listener {
 	struct server *srv;
@@ -39,8 +43,19 @@ struct listener {
 	struct evconnlistener *evl;
 	struct evhttp_bound_socket *http; /* service = metrics */
 	struct event *retry;
+	unsigned
+	    accept_failures; /* since the last accept, or the last warning */
+	int accept_failing; /* no accept since accept() last failed */
+	uint64_t accept_warned_ms;
 	struct listener *next;
+	struct listener *http_next; /* in http_listeners */
 };
+
+/*
+ * Metrics listeners, so that an accept error on evhttp's evconnlistener
+ * (whose callback argument is evhttp's, not ours) finds its listener.
+ */
+static struct listener *http_listeners;
 
 static void
 accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
@@ -49,17 +64,35 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	struct listener *l = arg;
 
 	(void)evl;
+	if (l->accept_failing) {
+		log_notice("listener %s: accepting again", l->name);
+		l->accept_failing = 0;
+		l->accept_failures = 0;
+	}
 	conn_accept(l->srv, l->svc, l->name, l->tls, fd, sa, (socklen_t)salen);
+}
+
+/* The evconnlistener that accepts on l: ours, or evhttp's for metrics. */
+static struct evconnlistener *
+accepting(struct listener *l)
+{
+	if (l->evl != NULL)
+		return l->evl;
+	if (l->http != NULL)
+		return evhttp_bound_socket_get_listener(l->http);
+	return NULL;
 }
 
 static void
 retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener *l = arg;
+	struct evconnlistener *evl = accepting(l);
 
 	(void)fd;
 	(void)what;
-	evconnlistener_enable(l->evl);
+	if (evl != NULL)
+		evconnlistener_enable(evl);
 }
 
 static void
@@ -68,22 +101,64 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 	struct listener *l = arg;
 	int err = EVUTIL_SOCKET_ERROR();
 	struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
+	uint64_t now = clock_mono_ms();
 
 	l->srv->stats.accept_errors++;
 	/*
 	 * EMFILE/ENFILE/ENOBUFS leave the connection in the backlog, so the
 	 * socket stays readable: stop watching it for a moment instead of
-	 * spinning, and keep serving the clients we have.
+	 * spinning, and keep serving the clients we have.  The condition
+	 * can last; warn when it starts and then at most every
+	 * ACCEPT_WARN_MS, so that it cannot fill the disk with log lines.
 	 */
-	log_warn("listener %s: accept: %s; pausing accepts for %d ms", l->name,
-	    evutil_socket_error_to_string(err), ACCEPT_RETRY_MS);
+	l->accept_failures++;
+	if (!l->accept_failing || now - l->accept_warned_ms >= ACCEPT_WARN_MS) {
+		if (!l->accept_failing)
+			log_warn("listener %s: accept: %s; pausing accepts, "
+				 "retrying every %d ms",
+			    l->name, evutil_socket_error_to_string(err),
+			    ACCEPT_RETRY_MS);
+		else
+			log_warn("listener %s: accept: %s; still failing "
+				 "(%u times in %llu s)",
+			    l->name, evutil_socket_error_to_string(err),
+			    l->accept_failures,
+			    (unsigned long long)(now - l->accept_warned_ms) /
+				1000);
+		l->accept_warned_ms = now;
+		l->accept_failures = 0;
+	}
+	l->accept_failing = 1;
 	evconnlistener_disable(evl);
 	evtimer_add(l->retry, &tv);
+}
+
+/* accept_error_cb for evhttp's listeners: arg is not ours. */
+static void
+http_accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+	struct listener *l;
+
+	(void)arg;
+	for (l = http_listeners; l != NULL; l = l->http_next)
+		if (accepting(l) == evl) {
+			accept_error_cb(evl, l);
+			return;
+		}
+	/* Unknown (cannot happen): still do not spin. */
+	evconnlistener_disable(evl);
 }
 
 static void
 listener_free(struct listener *l)
 {
+	struct listener **pp;
+
+	for (pp = &http_listeners; *pp != NULL; pp = &(*pp)->http_next)
+		if (*pp == l) {
+			*pp = l->http_next;
+			break;
+		}
 	if (l->evl != NULL)
 		evconnlistener_free(l->evl);
 	if (l->http != NULL)
@@ -129,9 +204,19 @@ listener_wrap(
 	l->bound_port = bound_port(fd);
 	l->retry = evtimer_new(s->base, retry_cb, l);
 	if (lc->service == SERVICE_METRICS) {
-		/* evhttp accepts on it (and owns the fd from here on). */
+		/*
+		 * evhttp accepts on it (and owns the fd from here on).  Its
+		 * listener has no error callback of its own: without ours,
+		 * EMFILE would make it retry accept() in a busy loop.
+		 */
 		if ((l->http = metrics_listen(s->metrics, fd)) == NULL)
 			close(fd);
+		else {
+			evconnlistener_set_error_cb(
+			    accepting(l), http_accept_error_cb);
+			l->http_next = http_listeners;
+			http_listeners = l;
+		}
 	} else {
 		l->evl = evconnlistener_new(s->base, accept_cb, l,
 		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
