@@ -218,8 +218,13 @@ listener_wrap(
 			http_listeners = l;
 		}
 	} else {
+		/*
+		 * Backlog 0: the socket is listening already, with the
+		 * configured backlog (or systemd's).  -1 would make libevent
+		 * call listen(fd, 128) again and override it.
+		 */
 		l->evl = evconnlistener_new(s->base, accept_cb, l,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 		if (l->evl == NULL)
 			close(fd);
 		else
