@@ -27,6 +27,12 @@
 
 /* Pause after accept() fails for lack of descriptors, so we never spin. */
 #define ACCEPT_RETRY_MS 250
+/*
+ * Accept at most this many connections per loop iteration, so that the
+ * connections just accepted (and everyone else) are served before more
+ * come in: a burst waits in the kernel's backlog, not in our memory.
+ */
+#define ACCEPT_BATCH 32
 /* While accept() keeps failing, repeat the warning at most this often. */
 #define ACCEPT_WARN_MS 30000
 
@@ -43,8 +49,11 @@ struct listener {
 	struct evconnlistener *evl;
 	struct evhttp_bound_socket *http; /* service = metrics */
 	struct event *retry;
-	unsigned
-	    accept_failures; /* since the last accept, or the last warning */
+	struct event *next_batch; /* fires on the next loop iteration */
+	unsigned batch; /* accepted in this loop iteration */
+	int batch_full; /* disabled until next_batch fires */
+	/* Failures since the last accept, or since the last warning. */
+	unsigned accept_failures;
 	int accept_failing; /* no accept since accept() last failed */
 	uint64_t accept_warned_ms;
 	struct listener *next;
@@ -61,9 +70,16 @@ static void
 accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
     int salen, void *arg)
 {
+	static const struct timeval now = {0, 0};
 	struct listener *l = arg;
 
-	(void)evl;
+	if (l->batch++ == 0)
+		evtimer_add(l->next_batch, &now);
+	if (l->batch >= ACCEPT_BATCH) {
+		/* libevent's accept loop stops once we disable it. */
+		evconnlistener_disable(evl);
+		l->batch_full = 1;
+	}
 	if (l->accept_failing) {
 		log_notice("listener %s: accepting again", l->name);
 		l->accept_failing = 0;
@@ -133,6 +149,22 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 	evtimer_add(l->retry, &tv);
 }
 
+static void
+next_batch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+
+	(void)fd;
+	(void)what;
+	l->batch = 0;
+	if (l->batch_full) {
+		l->batch_full = 0;
+		/* Unless an accept error paused it meanwhile. */
+		if (!evtimer_pending(l->retry, NULL))
+			evconnlistener_enable(l->evl);
+	}
+}
+
 /* accept_error_cb for evhttp's listeners: arg is not ours. */
 static void
 http_accept_error_cb(struct evconnlistener *evl, void *arg)
@@ -165,6 +197,8 @@ listener_free(struct listener *l)
 		metrics_unlisten(l->srv->metrics, l->http);
 	if (l->retry != NULL)
 		event_free(l->retry);
+	if (l->next_batch != NULL)
+		event_free(l->next_batch);
 	free(l->name);
 	free(l->address);
 	free(l);
@@ -203,6 +237,7 @@ listener_wrap(
 	l->activated = activated;
 	l->bound_port = bound_port(fd);
 	l->retry = evtimer_new(s->base, retry_cb, l);
+	l->next_batch = evtimer_new(s->base, next_batch_cb, l);
 	if (lc->service == SERVICE_METRICS) {
 		/*
 		 * evhttp accepts on it (and owns the fd from here on).  Its
@@ -231,7 +266,7 @@ listener_wrap(
 			evconnlistener_set_error_cb(l->evl, accept_error_cb);
 	}
 	if (l->name == NULL || l->address == NULL || l->retry == NULL ||
-	    (l->evl == NULL && l->http == NULL)) {
+	    l->next_batch == NULL || (l->evl == NULL && l->http == NULL)) {
 		listener_free(l);
 		return NULL;
 	}

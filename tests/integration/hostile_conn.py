@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""Hostile clients at the TCP level, on echo and chat.
+
+- 5,000 connects and disconnects in a row, alternating between the echo and
+  chat listeners: a third close at once, a third send a whole line and
+  close, a third send half a line and reset the connection (SO_LINGER 0).
+  Afterwards the descriptor count is back to its baseline, RSS has not
+  grown past a bound, and clients connected all along are still served.
+- Half-closed connections (shutdown(SHUT_WR)): echo returns every byte,
+  even more than its buffer_limit, then closes; chat handles every line
+  (a last one without a newline too), sends every reply, then closes, and
+  the others see the client leave ("connection closed").
+- max_connections_per_ip counts every listener: the connection past it
+  gets the one refusal line and EOF, the others keep working, and a
+  freed slot can be used again."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import parleytest as pt  # noqa: E402
+import chatclient as cc  # noqa: E402
+
+CHURN = 5000
+CHURN_BUDGET = 25.0          # seconds; the loop stops early (and fails) past it
+RSS_GROWTH_MAX_KIB = 24 * 1024
+BACKLOG = 1024
+BURST = 600              # chat clients queued at once while the server is stopped
+PER_IP = 6
+BUFFER_LIMIT = 16 * 1024
+LINGER0 = struct.pack("ii", 1, 0)
+
+
+def connect(port, timeout=5):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def recv_until(s, want, timeout):
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while want not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        s.settimeout(left)
+        try:
+            d = s.recv(65536)
+        except (socket.timeout, OSError):
+            break
+        if not d:
+            break
+        buf += d
+    return buf
+
+
+def recv_to_eof(s, timeout):
+    """(bytes, got_eof)"""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return buf, False
+        s.settimeout(left)
+        try:
+            d = s.recv(1 << 20)
+        except socket.timeout:
+            return buf, False
+        except OSError:
+            return buf, True
+        if not d:
+            return buf, True
+        buf += d
+
+
+def churn(ports, n, budget):
+    """n connect/disconnect cycles; returns (done, errors, seconds)."""
+    t0 = time.monotonic()
+    errors = 0
+    for i in range(n):
+        if time.monotonic() - t0 > budget:
+            return i, errors, time.monotonic() - t0
+        port = ports[i % 2]
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(("127.0.0.1", port))
+            kind = i % 3
+            if kind == 1:
+                s.send(b"a whole line %d\n" % i)
+            elif kind == 2:
+                s.send(b"half a li")
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
+            s.close()
+        except OSError:
+            errors += 1
+    return n, errors, time.monotonic() - t0
+
+
+class PeakRss:
+    """Samples the daemon's RSS in a thread: .peak (KiB)."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.peak = srv.rss_kib()
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._run, daemon=True)
+        self._th.start()
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, self.srv.rss_kib())
+            except (OSError, TypeError):
+                return
+
+    def stop(self):
+        self._stop.set()
+        self._th.join(2)
+        return self.peak
+
+
+def backlog_check(t, srv, port):
+    ss = shutil.which("ss")
+    if not ss:
+        t.skip("the listen backlog is the configured one", "ss is not installed")
+        return
+    out = subprocess.run([ss, "-ltnH", "sport = :%d" % port], capture_output=True,
+                         text=True, timeout=10).stdout.split()
+    t.ok(len(out) >= 3 and out[2] == str(BACKLOG),
+         "the listen backlog is the configured one (%d)" % BACKLOG, "ss says %r" % out)
+
+
+def accept_queue(port):
+    """Connections waiting in the accept queue of the listener on port
+    (rx_queue of a LISTEN socket in /proc/net/tcp), or None."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def burst(t, srv, chat_port):
+    """BURST chat clients queue up while the server is stopped, each sending a
+    line and closing; then the server wakes up to all of them at once."""
+    base = srv.rss_kib()
+    os.kill(srv.pid, signal.SIGSTOP)
+    queued = 0
+    try:
+        for i in range(BURST):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(3)
+            try:
+                s.connect(("127.0.0.1", chat_port))
+                s.send(b"burst line %d\n" % i)
+                queued += 1
+            except OSError:
+                break
+            finally:
+                s.close()
+    finally:
+        os.kill(srv.pid, signal.SIGCONT)
+    sampler = PeakRss(srv)
+    fds = pt.wait_for(lambda: accept_queue(chat_port) == 0 and srv.fd_count() <= srv.base_fds,
+                      20, 0.1)
+    time.sleep(0.2)
+    peak = sampler.stop()
+    t.is_(queued, BURST, "%d chat clients queued in the backlog, each with a line" % BURST)
+    t.ok(fds, "the server works through the burst (%d descriptors now, %d at rest)"
+         % (srv.fd_count(), srv.base_fds))
+    bound = cc.rss_bound_kib(srv, RSS_GROWTH_MAX_KIB)
+    t.ok(peak - base < bound, "RSS bounded while %d queued chat clients join, talk and leave at "
+         "once (peak +%d KiB, bound %d KiB)" % (BURST, peak - base, bound))
+
+
+def churn_phase(t, srv, echo_port, chat_port):
+    # Clients that stay connected through the churn.
+    keep_echo = connect(echo_port)
+    keep_chat = connect(chat_port)
+    greet = recv_until(keep_chat, b"here)\r\n", 5)
+    m = re.search(rb"welcome to parley, (\S+?)\.", greet)
+    nick = m.group(1) if m else b"nobody"
+    keep_chat.sendall(b"/join #quiet\n")  # away from the lobby's join/quit traffic
+    recv_until(keep_chat, b"you joined #quiet", 5)
+    keep_chat.sendall(b"/part #lobby\n")
+    recv_until(keep_chat, b"you left #lobby", 5)
+
+    time.sleep(0.3)  # the harness's readiness probes are gone by now
+    base_fds = srv.base_fds = srv.fd_count()
+    # Warm up (allocator, slot table, history statements) before the RSS baseline.
+    churn((echo_port, chat_port), 300, CHURN_BUDGET)
+    pt.wait_for(lambda: accept_queue(chat_port) == 0 and srv.fd_count() <= base_fds, 10, 0.1)
+    burst(t, srv, chat_port)
+    base_rss = srv.rss_kib()
+
+    sampler = PeakRss(srv)
+    done, errors, secs = churn((echo_port, chat_port), CHURN, CHURN_BUDGET)
+    t.ok(done == CHURN, "%d of %d connect/disconnect cycles (close, line + close, half a line "
+         "+ reset) in %.1f s (budget %.0f s)" % (done, CHURN, secs, CHURN_BUDGET))
+    t.ok(errors <= done // 100, "the server took the churn (%d connect errors)" % errors)
+    t.ok(srv.alive(), "the server is alive after the churn", srv.log_tail())
+
+    fds = pt.wait_for(lambda: accept_queue(echo_port) == 0 and accept_queue(chat_port) == 0
+                      and srv.fd_count() <= base_fds, 15, 0.1)
+    t.ok(fds, "the descriptor count returns to its baseline (%d now, %d before)"
+         % (srv.fd_count(), base_fds))
+    peak = sampler.stop()
+    bound = cc.rss_bound_kib(srv, RSS_GROWTH_MAX_KIB)
+    t.ok(peak - base_rss < bound, "RSS bounded during the churn (%d KiB before, peak %d KiB, "
+         "bound +%d KiB)" % (base_rss, peak, bound))
+
+    keep_echo.sendall(b"still echoing\n")
+    t.is_(recv_until(keep_echo, b"still echoing\n", 5), b"still echoing\n",
+          "an echo client connected all along is still served")
+    keep_chat.sendall(b"/msg " + nick + b" still chatting\n")
+    got = recv_until(keep_chat, b"-> *" + nick + b"* still chatting", 5)
+    t.ok(b"-> *" + nick + b"* still chatting" in got,
+         "a chat client connected all along is still served", repr(got[-300:]))
+    keep_echo.close()
+    keep_chat.close()
+
+
+def half_close_echo(t, port):
+    data = os.urandom(BUFFER_LIMIT * 16)
+    s = connect(port)
+    # Send it all before reading anything: the server pauses at buffer_limit
+    # with our end of input already queued behind the data.
+    import threading
+    err = []
+
+    def send():
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            err.append(e)
+    th = threading.Thread(target=send, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    got, eof = recv_to_eof(s, 15)
+    th.join(5)
+    s.close()
+    t.ok(not err, "echo: the client sent %d KiB and its end of input" % (len(data) // 1024),
+         repr(err))
+    t.ok(got == data, "echo, half-closed: every byte comes back (%d of %d, %d x buffer_limit)"
+         % (len(got), len(data), len(data) // BUFFER_LIMIT))
+    t.ok(eof, "echo, half-closed: then the server closes")
+
+    s = connect(port)
+    s.shutdown(socket.SHUT_WR)
+    got, eof = recv_to_eof(s, 5)
+    s.close()
+    t.ok(got == b"" and eof, "echo: half-closed before sending anything: closed at once")
+
+
+def half_close_chat(t, port):
+    watcher = connect(port)
+    greet = recv_until(watcher, b"here)\r\n", 5)
+    s = connect(port)
+    greet = recv_until(s, b"here)\r\n", 5)
+    m = re.search(rb"welcome to parley, (\S+?)\.", greet)
+    t.ok(m, "chat: greeted", repr(greet))
+    s.sendall(b"/nick halfway\nfirst line\n/msg halfway to myself\nlast line, no newline")
+    s.shutdown(socket.SHUT_WR)
+    got, eof = recv_to_eof(s, 10)
+    s.close()
+    lines = got.split(b"\r\n")
+    t.ok(b"*** you are now known as halfway" in lines and
+         b"-> *halfway* to myself" in lines,
+         "chat, half-closed: every command is handled and answered before the close",
+         repr(got[-400:]))
+    t.ok(eof, "chat, half-closed: then the server closes")
+    w = recv_until(watcher, b"connection closed", 5)
+    t.ok(b"#lobby <halfway> first line\r\n" in w and
+         b"#lobby <halfway> last line, no newline\r\n" in w,
+         "chat, half-closed: the others get every line, the last one without a newline too",
+         repr(w[-400:]))
+    t.like(w.decode("utf-8", "replace"), r"\*\*\* halfway has quit \(connection closed\)",
+           "chat, half-closed: the others see it leave with 'connection closed'")
+    watcher.close()
+
+
+def per_ip(t, echo_port, chat_port):
+    held = []
+    for i in range(PER_IP):
+        port = echo_port if i % 2 == 0 else chat_port
+        s = connect(port)
+        if port == chat_port:
+            recv_until(s, b"here)\r\n", 5)
+        held.append((port, s))
+    results = {}
+    for name, port in (("echo", echo_port), ("chat", chat_port)):
+        s = connect(port)
+        data, eof = recv_to_eof(s, 5)
+        s.close()
+        results[name] = (data, eof)
+        t.is_(data, b"parleyd: too many connections from your address\r\n",
+              "%s: connection %d from one address gets the one refusal line"
+              % (name, PER_IP + 1))
+        t.ok(eof, "%s: ... and is closed" % name)
+    ok = 0
+    for port, s in held:
+        if port == echo_port:
+            s.sendall(b"ping\n")
+            ok += recv_until(s, b"ping\n", 5) == b"ping\n"
+        else:
+            s.sendall(b"/rooms\n")
+            ok += b"#lobby" in recv_until(s, b"#lobby", 5)
+    t.is_(ok, PER_IP, "the %d connections within the limit keep working" % PER_IP)
+    held.pop()[1].close()
+
+    def again():
+        s = connect(echo_port)
+        s.sendall(b"again\n")
+        got = recv_until(s, b"again\n", 2)
+        s.close()
+        return got == b"again\n"
+    t.ok(pt.wait_for(again, 10, 0.2), "once one closes, a new connection is accepted")
+    for _, s in held:
+        s.close()
+
+
+def main(t):
+    with pt.Server(listeners=[pt.listen("echo"), pt.listen("chat", service="chat")],
+                   server={"max_connections_per_ip": "0", "log_level": "notice",
+                           "backlog": str(BACKLOG)},
+                   echo={"buffer_limit": str(BUFFER_LIMIT)}) as srv:
+        echo_port, chat_port = srv.port(0), srv.port(1)
+        backlog_check(t, srv, chat_port)
+        churn_phase(t, srv, echo_port, chat_port)
+        half_close_echo(t, echo_port)
+        half_close_chat(t, chat_port)
+        t.ok(srv.alive(), "server alive after the half-closed clients")
+        rc = srv.stop()
+        t.ok(rc == 0 and not srv.killed, "the server exits 0 on SIGTERM",
+             "exit %s killed=%s\n%s" % (rc, srv.killed, srv.log_tail()))
+
+    with pt.Server(listeners=[pt.listen("echo"), pt.listen("chat", service="chat")],
+                   server={"max_connections_per_ip": str(PER_IP)}) as srv:
+        per_ip(t, srv.port(0), srv.port(1))
+        t.ok(srv.alive(), "server alive after the per-address refusals")
+
+
+pt.main(main, timeout=55)
