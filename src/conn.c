@@ -488,7 +488,7 @@ conn_accept(struct server *s, const struct conn_service *svc,
 			    "refusing %s connection: max_connections (%u) "
 			    "reached",
 			    listener, cfg->max_connections);
-		refuse(fd, tls, "parleyd: server full\r\n");
+		refuse(fd, tls, "parleyd: server full, try again later\r\n");
 		return;
 	}
 	per_ip = ipcount_get(sa);

@@ -35,6 +35,7 @@ RSS_GROWTH_MAX_KIB = 24 * 1024
 BACKLOG = 1024
 BURST = 600              # chat clients queued at once while the server is stopped
 PER_IP = 6
+MAX_CONN = 8
 BUFFER_LIMIT = 16 * 1024
 LINGER0 = struct.pack("ii", 1, 0)
 
@@ -328,6 +329,24 @@ def per_ip(t, echo_port, chat_port):
         s.close()
         return got == b"again\n"
     t.ok(pt.wait_for(again, 10, 0.2), "once one closes, a new connection is accepted")
+
+    # The limit is per address: more from 127.0.0.2 reach max_connections,
+    # and the one after that, from 127.0.0.3, is told the server is full.
+    others = []
+    for _ in range(MAX_CONN - len(held)):
+        s = socket.create_connection(("127.0.0.1", echo_port), timeout=5,
+                                     source_address=("127.0.0.2", 0))
+        s.sendall(b"other\n")
+        others.append(recv_until(s, b"other\n", 5) == b"other\n")
+        held.append((echo_port, s))
+    t.ok(all(others), "connections from another address are not limited by this one's count")
+    s = socket.create_connection(("127.0.0.1", chat_port), timeout=5,
+                                 source_address=("127.0.0.3", 0))
+    data, eof = recv_to_eof(s, 5)
+    s.close()
+    t.is_(data, b"parleyd: server full, try again later\r\n",
+          "connection %d of max_connections=%d gets the line parley(7) documents"
+          % (MAX_CONN + 1, MAX_CONN))
     for _, s in held:
         s.close()
 
@@ -348,9 +367,11 @@ def main(t):
              "exit %s killed=%s\n%s" % (rc, srv.killed, srv.log_tail()))
 
     with pt.Server(listeners=[pt.listen("echo"), pt.listen("chat", service="chat")],
-                   server={"max_connections_per_ip": str(PER_IP)}) as srv:
+                   server={"max_connections_per_ip": str(PER_IP),
+                           "max_connections": str(MAX_CONN)}) as srv:
         per_ip(t, srv.port(0), srv.port(1))
         t.ok(srv.alive(), "server alive after the per-address refusals")
 
 
-pt.main(main, timeout=55)
+if __name__ == "__main__":
+    pt.main(main, timeout=55)
