@@ -5,12 +5,14 @@ parleyd starts with a low RLIMIT_NOFILE (set before exec).  Clients then take
 every descriptor it has left and more wait in the listen backlogs of the
 echo, chat and metrics listeners.  While it is out of descriptors the server
 keeps serving the clients it has, does not spin (its CPU time over a couple
-of seconds stays low), logs the condition without flooding the log, and once
+of seconds stays low), logs the condition without flooding the log, refuses
+a reload it cannot read the file for (and goes on), and once
 descriptors free up it accepts the waiting clients and its descriptor count
 returns to the baseline."""
 
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -168,6 +170,16 @@ def main(t):
         t.ok(len(log) - len(log_before) < 4096, "the log grew by %d bytes in %.1f s while out "
              "of descriptors" % (len(log) - len(log_before), IDLE_WINDOW + 0.5))
 
+        # A reload needs a descriptor for the file: it is refused, nothing breaks.
+        os.kill(srv.pid, signal.SIGHUP)
+        m = pt.wait_for(lambda: re.search(r"reload refused, keeping the running config: .*"
+                                          r"Too many open files", srv.log()), 5)
+        t.ok(m, "SIGHUP while out of descriptors: the reload is refused and logged",
+             "\n".join(srv.log().splitlines()[-5:]))
+        socks[served_list[0]].sendall(b"after reload\n")
+        t.is_(recv_until(socks[served_list[0]], b"after reload\n", 5), b"after reload\n",
+              "... and the server goes on serving")
+
         # Free descriptors: the waiting clients get in.
         for i in served_list:
             socks[i].close()
@@ -186,6 +198,9 @@ def main(t):
 
         for s in rest + [late_chat, late_metrics, chat]:
             s.close()
+        os.kill(srv.pid, signal.SIGHUP)
+        t.ok(pt.wait_for(lambda: "reload done" in srv.log(), 5),
+             "with descriptors back, a reload works", srv.log_tail(5))
         fds = pt.wait_for(lambda: srv.fd_count() <= base, 10)
         t.ok(fds, "the descriptor count returns to its baseline (%d now, %d at rest)"
              % (srv.fd_count(), base))

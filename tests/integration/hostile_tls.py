@@ -6,7 +6,8 @@ handshake_timeout, long before it has finished; so is one that sends half a
 ClientHello and waits, or a whole one and then nothing.  Plain garbage, an
 HTTP request, an oversized record, an SSLv2-style hello and half a
 ClientHello followed by end of input or a reset are all closed promptly,
-without a byte of plain text in reply.  Meanwhile and afterwards other TLS
+without a byte of plain text in reply; so are 1,000 aborted handshakes in a
+row.  Meanwhile and afterwards other TLS
 clients are served, the descriptor count returns to its baseline and the
 server exits cleanly."""
 
@@ -23,6 +24,7 @@ import parleytest as pt  # noqa: E402
 
 HANDSHAKE_TIMEOUT = 2.0
 DRIP_INTERVAL = 1.0
+CHURN = 1000
 
 
 def client_hello():
@@ -193,6 +195,26 @@ def main(t):
                 else:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 s.close()
+        # 4b. Churn: aborted handshakes in a row (close or reset, with half a
+        # ClientHello, a whole one, or nothing at all).
+        t0 = time.monotonic()
+        done = 0
+        for i in range(CHURN):
+            if time.monotonic() - t0 > 20:
+                break
+            try:
+                s = raw(ports["echo" if i % 2 else "chat"])
+                part = (b"", hello[:len(hello) // 2], hello)[i % 3]
+                if part:
+                    s.send(part)
+                if i % 4 < 2:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+                done += 1
+            except OSError:
+                pass
+        t.is_(done, CHURN, "%d aborted handshakes in a row (%.1f s)"
+              % (CHURN, time.monotonic() - t0))
         t.ok(srv.alive(), "the server is alive after the bad TLS clients")
 
         # 5. Others unaffected, nothing leaked.
