@@ -7,7 +7,7 @@ ClientHello and waits, or a whole one and then nothing.  Plain garbage, an
 HTTP request, an oversized record, an SSLv2-style hello and half a
 ClientHello followed by end of input or a reset are all closed promptly,
 without a byte of plain text in reply; so are 1,000 aborted handshakes in a
-row.  Meanwhile and afterwards other TLS
+row, and a forged record after a good handshake.  Meanwhile and afterwards other TLS
 clients are served, the descriptor count returns to its baseline and the
 server exits cleanly."""
 
@@ -91,6 +91,52 @@ def drip(port, hello, out):
     finally:
         s.close()
     out.update(closed=closed, elapsed=time.monotonic() - t0, sent=sent)
+
+
+def tls_then_garbage(port, ctx):
+    """Complete a real handshake (Python's TLS over a MemoryBIO on a plain
+    socket), echo one line, then write a forged application-data record.
+    Returns (echoed, closed, seconds until closed)."""
+    s = raw(port)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    s.settimeout(5)
+
+    def pump():
+        out = outgoing.read()
+        if out:
+            s.sendall(out)
+
+    try:
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+                d = s.recv(65536)
+                if not d:
+                    return b"", True, 0.0
+                incoming.write(d)
+        pump()
+        obj.write(b"ping\n")
+        pump()
+        echoed = b""
+        deadline = time.monotonic() + 5
+        while b"ping\n" not in echoed and time.monotonic() < deadline:
+            try:
+                echoed += obj.read(4096)
+            except ssl.SSLWantReadError:
+                d = s.recv(65536)
+                if not d:
+                    break
+                incoming.write(d)
+        # A record the server cannot decrypt: it must give up on us.
+        s.sendall(b"\x17\x03\x03\x00\x40" + os.urandom(64))
+        closed, el, _ = until_closed(s, 10)
+        return echoed, closed, el
+    finally:
+        s.close()
 
 
 async def echo_tls(port, ctx, payload):
@@ -195,6 +241,13 @@ def main(t):
                 else:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 s.close()
+        # 4a. A forged record after a good handshake.
+        for name, port in (("echo", ports["echo"]),):
+            echoed, closed, el = tls_then_garbage(port, ctx)
+            t.is_(echoed, b"ping\n", "%s: a handshake by hand over a plain socket works" % name)
+            t.ok(closed, "%s: a forged record after the handshake: the server hangs up "
+                 "(%.2f s)" % (name, el))
+
         # 4b. Churn: aborted handshakes in a row (close or reset, with half a
         # ClientHello, a whole one, or nothing at all).
         t0 = time.monotonic()
