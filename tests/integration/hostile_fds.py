@@ -120,7 +120,7 @@ def main(t):
             s.sendall(line)
             socks.append(s)
             lines.append(line)
-        served = poll_echoes(socks, lines, 10, settle=1.0)
+        served = poll_echoes(socks, lines, 10, settle=2.0)
         waiting = [i for i in range(n) if i not in served]
         t.ok(room - 1 - 2 <= len(served) <= room - 1,
              "the server accepts clients up to its descriptor limit (%d of %d echoed, "
