@@ -6,6 +6,8 @@
   close, a third send half a line and reset the connection (SO_LINGER 0).
   Afterwards the descriptor count is back to its baseline, RSS has not
   grown past a bound, and clients connected all along are still served.
+- Clients the server stopped reading from (echo past buffer_limit, chat
+  under flood control) that then reset: their descriptors are freed.
 - Half-closed connections (shutdown(SHUT_WR)): echo returns every byte,
   even more than its buffer_limit, then closes; chat handles every line
   (a last one without a newline too), sends every reply, then closes, and
@@ -286,6 +288,34 @@ def half_close_echo(t, port):
     t.ok(got == b"" and eof, "echo: half-closed before sending anything: closed at once")
 
 
+def stuck_then_reset(t, srv, echo_port, chat_port):
+    """Clients the server has stopped reading from (echo past buffer_limit,
+    chat under flood control), then reset: the server notices and lets go."""
+    base = srv.fd_count()
+    socks = []
+    for i in range(20):
+        s = connect(echo_port if i % 2 == 0 else chat_port)
+        s.setblocking(False)
+        data = (b"x" * 1023 + b"\n") * 64 if i % 2 == 0 else b"/me floods\n" * 4096
+        sent = 0
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and sent < (4 << 20):
+            try:
+                sent += s.send(data)
+            except BlockingIOError:
+                time.sleep(0.01)
+        socks.append(s)
+    time.sleep(0.3)
+    grown = srv.fd_count() - base
+    for s in socks:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
+        s.close()
+    fds = pt.wait_for(lambda: srv.fd_count() <= base, 10, 0.1)
+    t.ok(grown >= 20 and fds, "20 clients the server stopped reading from (echo and chat), then "
+         "reset: all let go (%d descriptors now, %d before)" % (srv.fd_count(), base),
+         "%d more descriptors while they were connected" % grown)
+
+
 def half_close_chat(t, port):
     watcher = connect(port)
     greet = recv_until(watcher, b"here)\r\n", 5)
@@ -387,6 +417,7 @@ def main(t):
         backlog_check(t, srv, chat_port)
         churn_phase(t, srv, echo_port, chat_port)
         half_close_echo(t, echo_port)
+        stuck_then_reset(t, srv, echo_port, chat_port)
         half_close_chat(t, chat_port)
         t.ok(srv.alive(), "server alive after the half-closed clients")
         rc = srv.stop()
