@@ -7,7 +7,8 @@ ClientHello and waits, or a whole one and then nothing.  Plain garbage, an
 HTTP request, an oversized record, an SSLv2-style hello and half a
 ClientHello followed by end of input or a reset are all closed promptly,
 without a byte of plain text in reply; so are 1,000 aborted handshakes in a
-row, and a forged record after a good handshake.  Meanwhile and afterwards other TLS
+row, and a forged record after a good handshake.  The connection past
+max_connections_per_ip on a TLS listener is closed without a word.  Meanwhile and afterwards other TLS
 clients are served, the descriptor count returns to its baseline and the
 server exits cleanly."""
 
@@ -292,6 +293,32 @@ def main(t):
         rc = srv.stop()
         t.ok(rc == 0 and not srv.killed, "the server exits 0 on SIGTERM",
              "exit %s killed=%s\n%s" % (rc, srv.killed, srv.log_tail()))
+
+    with pt.Server(listeners=[pt.listen("echos", tls=True)],
+                   server={"max_connections_per_ip": "3"}) as srv:
+        time.sleep(0.3)  # the harness's readiness probe must not count
+        pt.run(per_ip_tls(t, srv.port(), pt.client_ctx(cafile=srv.cert), 3), 20)
+
+
+async def per_ip_tls(t, port, ctx, limit):
+    """limit TLS clients from one address, then one more: that one is closed
+    without a word (no plain text before a handshake); the others go on."""
+    held = []
+    for _ in range(limit):
+        held.append(await pt.connect(port, tls=ctx))
+    r, w = await pt.connect(port)
+    data, eof = await pt.read_to_eof(r, timeout=5)
+    await pt.close(w)
+    t.ok(eof and data == b"", "TLS connection %d from one address (max_connections_per_ip=%d) is "
+         "closed without a word" % (limit + 1, limit), "eof=%s data=%r" % (eof, data[:80]))
+    ok = 0
+    for r, w in held:
+        w.write(b"still\n")
+        await w.drain()
+        ok += await pt.read_exactly(r, 6, 5) == b"still\n"
+    t.is_(ok, limit, "the %d TLS clients within the limit are still echoed" % limit)
+    for _, w in held:
+        await pt.close(w)
 
 
 def pt_tail(log, n=20):
