@@ -55,10 +55,12 @@ LINGER0 = struct.pack("ii", 1, 0)
 
 
 def rss_bound_kib(srv):
-    """RSS_GROWTH_MAX_KIB, or under AddressSanitizer that plus room for its
-    quarantine (256 MiB of freed blocks kept resident) and their shadow: a
-    churn of thousands of connections fills it."""
-    return RSS_GROWTH_MAX_KIB + ((384 << 10) if cc.uses_asan(srv.pid) else 0)
+    """RSS_GROWTH_MAX_KIB, plus room for what a memory checker keeps resident:
+    ASan's quarantine (256 MiB of freed blocks) and its shadow, which a churn
+    of thousands of connections fills; valgrind's freed-block queue (20 MB)
+    and its shadow."""
+    extra = {"asan": 384 << 10, "valgrind": 128 << 10}
+    return RSS_GROWTH_MAX_KIB + extra.get(srv.memory_checker(), 0)
 
 
 def connect(port, timeout=5):

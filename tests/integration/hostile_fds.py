@@ -95,6 +95,12 @@ def main(t):
     with pt.Server(listeners=[pt.listen("echo"), pt.listen("chat", service="chat"),
                               pt.listen("metrics", service="metrics")],
                    nofile=NOFILE) as srv:
+        if srv.memory_checker() == "valgrind":
+            # valgrind takes descriptors of its own out of the limit and,
+            # when accept() returns one past its share, closes it and reports
+            # EMFILE: the client is reset instead of waiting in the backlog,
+            # which is what this script is about.
+            pt.skip_all("valgrind emulates RLIMIT_NOFILE (it resets connections past it)")
         echo_port, chat_port, metrics_port = srv.port(0), srv.port(1), srv.port(2)
         time.sleep(0.3)  # let the readiness probes' connections close
         base = srv.fd_count()

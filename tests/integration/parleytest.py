@@ -485,6 +485,19 @@ class Server:
     def fd_count(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
+    def memory_checker(self):
+        """"asan" (AddressSanitizer build), "valgrind" (run under it) or None.
+        Both keep freed memory resident for a while, so RSS bounds need room."""
+        try:
+            if "valgrind" in os.readlink("/proc/%d/exe" % self.pid):
+                return "valgrind"
+            with open("/proc/%d/maps" % self.pid) as f:
+                if "libasan" in f.read():
+                    return "asan"
+        except OSError:
+            pass
+        return None
+
     def cpu_seconds(self):
         """User + system CPU time the daemon has used so far (all threads)."""
         with open("/proc/%d/stat" % self.pid) as f:
