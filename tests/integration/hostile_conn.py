@@ -29,7 +29,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import parleytest as pt  # noqa: E402
-import chatclient as cc  # noqa: E402
 
 CHURN = 5000
 CHURN_BUDGET = 25.0          # seconds; the loop stops early (and fails) past it

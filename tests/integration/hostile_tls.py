@@ -12,12 +12,12 @@ max_connections_per_ip on a TLS listener is closed without a word.  Meanwhile an
 clients are served, the descriptor count returns to its baseline and the
 server exits cleanly."""
 
-import asyncio
 import os
 import socket
 import ssl
 import struct
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -167,7 +167,6 @@ def main(t):
         base = srv.fd_count()
 
         # 1. Slow ClientHello on both services, while a normal client is served.
-        import threading
         results = {}
         threads = []
         for name, port in ports.items():
