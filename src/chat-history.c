@@ -102,10 +102,13 @@ replay_done(uint64_t owner, void *arg, const struct history_row *rows,
 			emit_row(out, room, &rows[i]);
 		evbuffer_add_printf(out, "*** %s: end of history\r\n", room);
 	}
-	if (--s->replaying == 0)
+	free(room);
+	if (--s->replaying == 0) {
 		evbuffer_add_buffer(
 		    out, s->held); /* the live lines, in order */
-	free(room);
+		/* Now an end of input may close: nothing is held back. */
+		conn_resume(s->conn, PAUSE_REPLAY);
+	}
 }
 
 void
@@ -123,7 +126,12 @@ chat_replay(struct session *s, struct room *r)
 		free(room);
 		return;
 	}
-	s->replaying++;
+	/*
+	 * Until the replay is in, the live lines wait in s->held, which a
+	 * close would lose: hold off end of input (and further reading).
+	 */
+	if (s->replaying++ == 0)
+		conn_pause(s->conn, PAUSE_REPLAY);
 }
 
 struct query {
@@ -140,8 +148,6 @@ history_done(uint64_t owner, void *arg, const struct history_row *rows,
 	size_t i;
 
 	if (s != NULL) {
-		s->querying = 0;
-		session_continue(s);
 		if (err != NULL)
 			error(s, "history unavailable: %s", err);
 		else {
@@ -150,6 +156,8 @@ history_done(uint64_t owner, void *arg, const struct history_row *rows,
 				emit_row(session_out(s), q->room, &rows[i]);
 			notice(s, "%s: end of history", q->room);
 		}
+		s->querying = 0;
+		session_continue(s); /* last: it may close and free s */
 	}
 	free(q);
 }
@@ -247,8 +255,6 @@ search_done(uint64_t owner, void *arg, const struct history_row *rows,
 	size_t i, j;
 
 	if (s != NULL) {
-		s->querying = 0;
-		session_continue(s);
 		if (err != NULL)
 			error(s, "search failed: %s", err);
 		else {
@@ -266,6 +272,8 @@ search_done(uint64_t owner, void *arg, const struct history_row *rows,
 			}
 			notice(s, "end of search results");
 		}
+		s->querying = 0;
+		session_continue(s); /* last: it may close and free s */
 	}
 	free(q);
 }

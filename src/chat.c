@@ -398,10 +398,15 @@ process(struct session *s)
 void
 session_continue(struct session *s)
 {
-	/* A query finished: take input again and handle what is buffered. */
-	conn_resume(s->conn, PAUSE_SERVICE);
-	if (conn_state(s->conn) == CONN_ACTIVE)
-		arm_timer(s, 0);
+	struct conn *c = s->conn;
+
+	/*
+	 * A query finished: take input again and handle what is buffered.
+	 * The resume may read an end of input and close the conn, freeing
+	 * s, so it comes last.
+	 */
+	arm_timer(s, 0);
+	conn_resume(c, PAUSE_SERVICE);
 }
 
 static void

@@ -33,6 +33,7 @@ enum conn_pause {
 	PAUSE_BACKPRESSURE = 1 << 0, /* our output to the client is full */
 	PAUSE_FLOOD = 1 << 1, /* the client exceeded its rate */
 	PAUSE_SERVICE = 1 << 2, /* the service waits on a worker job */
+	PAUSE_REPLAY = 1 << 3, /* chat: a join's history replay is running */
 };
 
 struct conn_service {
