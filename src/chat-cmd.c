@@ -58,6 +58,16 @@ static const struct command commands[] = {
 	0, 2, chat_history_cmd},
     {"search", "WORDS", "search the history of your rooms, newest first", 1, 1,
 	chat_search_cmd},
+    {"register", "PASSWORD", "register your current nick to you", 1, 1,
+	chat_register_cmd},
+    {"identify", "[NICK] PASSWORD",
+	"prove you own a registered nick (your current one by default) and "
+	"take it",
+	1, 2, chat_identify_cmd},
+    {"password", "OLD NEW", "change the password of your account", 2, 2,
+	chat_password_cmd},
+    {"unregister", "PASSWORD", "delete your account", 1, 1,
+	chat_unregister_cmd},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -170,23 +180,17 @@ cmd_help(struct session *s, int argc, char **argv)
 static void
 cmd_nick(struct session *s, int argc, char **argv)
 {
-	char old[NICK_BYTES_MAX], why[256];
-	struct blob *b;
+	char why[256];
 
 	(void)argc;
 	if (strcmp(s->nick, argv[0]) == 0) {
 		notice(s, "you are already %s", s->nick);
 		return;
 	}
-	snprintf(old, sizeof old, "%s", s->nick);
-	if (session_set_nick(s, argv[0], why, sizeof why) == -1) {
-		error(s, "%s", why);
+	if (!chat_nick_allowed(s, argv[0]))
 		return;
-	}
-	notice(s, "you are now known as %s", s->nick);
-	b = blob_printf("*** %s is now known as %s", old, s->nick);
-	session_tell_peers(s, b);
-	blob_unref(b);
+	if (session_rename(s, argv[0], why, sizeof why) == -1)
+		error(s, "%s", why);
 }
 
 static void

@@ -66,16 +66,6 @@ emit_row(struct evbuffer *out, const char *room, const struct history_row *row)
 		    row->sender, row->text);
 }
 
-static struct session *
-session_by_id(uint64_t id)
-{
-	struct conn *c = conn_lookup(id);
-
-	if (c == NULL || conn_state(c) != CONN_ACTIVE)
-		return NULL;
-	return conn_data(c);
-}
-
 static void
 replay_done(uint64_t owner, void *arg, const struct history_row *rows,
     size_t nrows, const char *err)

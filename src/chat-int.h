@@ -63,6 +63,10 @@ struct session {
 	uint64_t mark; /* de-duplicates multi-room notices */
 	int quitting;
 	struct telnet telnet; /* negotiation state of a telnet client */
+	char account[NICK_BYTES_MAX]; /* identified as (folded); "" = not */
+	unsigned auth_fails; /* wrong passwords on this connection */
+	struct event *auth_timer; /* delays the answer to a wrong password */
+	char auth_err[160]; /* that answer */
 };
 
 struct chat {
@@ -71,6 +75,7 @@ struct chat {
 	struct strmap *rooms; /* fold -> room */
 	uint64_t guest_seq;
 	uint64_t mark_seq;
+	struct strmap *authfail; /* peer address -> struct authfail */
 };
 
 /* Output (chat.c). */
@@ -84,6 +89,13 @@ void session_printf(struct session *s, const char *fmt, ...)
 #define notice(s, ...) session_printf((s), "*** " __VA_ARGS__)
 #define error(s, ...) session_printf((s), "!!! " __VA_ARGS__)
 struct session *session_by_nick(struct chat *ch, const char *nick);
+/* The session of an active conn, or NULL (gone, closing). */
+struct session *session_by_id(uint64_t id);
+/* Change nick, telling s and its peers; -1 with why. */
+int session_rename(
+    struct session *s, const char *nick, char *why, size_t whylen);
+/* Rename s to a fresh guest nick, telling it why. */
+void session_become_guest(struct session *s, const char *why);
 int session_set_nick(
     struct session *s, const char *nick, char *why, size_t whylen);
 void session_quit(struct session *s, const char *reason);
@@ -112,6 +124,16 @@ void chat_record(struct session *s, struct room *r, int kind, const char *text);
 void chat_replay(struct session *s, struct room *r);
 void chat_history_cmd(struct session *s, int argc, char **argv);
 void chat_search_cmd(struct session *s, int argc, char **argv);
+
+/* Accounts (chat-account.c). */
+void chat_register_cmd(struct session *s, int argc, char **argv);
+void chat_identify_cmd(struct session *s, int argc, char **argv);
+void chat_password_cmd(struct session *s, int argc, char **argv);
+void chat_unregister_cmd(struct session *s, int argc, char **argv);
+/* May s take nick (folded)?  0 and an error told to s if not. */
+int chat_nick_allowed(struct session *s, const char *nick);
+void chat_account_session_free(struct session *s);
+void chat_account_free(struct chat *ch);
 
 /* Commands (chat-cmd.c). */
 void chat_command(struct session *s, char *line);

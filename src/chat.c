@@ -180,6 +180,61 @@ session_by_nick(struct chat *ch, const char *nick)
 	return strmap_get(ch->nicks, fold);
 }
 
+struct session *
+session_by_id(uint64_t id)
+{
+	struct conn *c = conn_lookup(id);
+
+	if (c == NULL || conn_state(c) != CONN_ACTIVE)
+		return NULL;
+	return conn_data(c);
+}
+
+int
+session_rename(struct session *s, const char *nick, char *why, size_t whylen)
+{
+	char old[NICK_BYTES_MAX];
+	struct blob *b;
+
+	snprintf(old, sizeof old, "%s", s->nick);
+	if (session_set_nick(s, nick, why, whylen) == -1)
+		return -1;
+	notice(s, "you are now known as %s", s->nick);
+	b = blob_printf("*** %s is now known as %s", old, s->nick);
+	session_tell_peers(s, b);
+	blob_unref(b);
+	return 0;
+}
+
+/* A fresh guestN that nobody holds. */
+static int
+guest_nick(struct session *s, char *why, size_t whylen)
+{
+	char nick[32];
+	int tries;
+
+	for (tries = 0; tries < 1000; tries++) {
+		snprintf(nick, sizeof nick, "guest%llu",
+		    (unsigned long long)++s->chat->guest_seq);
+		if (session_by_nick(s->chat, nick) == NULL)
+			return session_rename(s, nick, why, whylen);
+	}
+	snprintf(why, whylen, "no free guest nick");
+	return -1;
+}
+
+void
+session_become_guest(struct session *s, const char *why)
+{
+	char err[256];
+
+	notice(s, "%s", why);
+	if (guest_nick(s, err, sizeof err) == -1) {
+		error(s, "%s; disconnecting", err);
+		conn_close(s->conn, "no guest nick");
+	}
+}
+
 int
 session_set_nick(struct session *s, const char *nick, char *why, size_t whylen)
 {
@@ -550,6 +605,7 @@ chat_close(struct conn *c)
 	if (!s->quitting)
 		leave_all(
 		    s, conn_eof(c) ? "connection closed" : "connection lost");
+	chat_account_session_free(s);
 	if (s->fold[0] != '\0')
 		strmap_del(s->chat->nicks, s->fold);
 	event_free(s->timer);
@@ -577,7 +633,8 @@ chat_new(struct server *srv)
 		return NULL;
 	ch->srv = srv;
 	if ((ch->nicks = strmap_new()) == NULL ||
-	    (ch->rooms = strmap_new()) == NULL) {
+	    (ch->rooms = strmap_new()) == NULL ||
+	    (ch->authfail = strmap_new()) == NULL) {
 		chat_free(ch);
 		return NULL;
 	}
@@ -593,6 +650,7 @@ chat_free(struct chat *ch)
 		room_free_all(ch);
 	strmap_free(ch->rooms);
 	strmap_free(ch->nicks);
+	chat_account_free(ch);
 	free(ch);
 }
 

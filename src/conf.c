@@ -32,7 +32,8 @@ enum key_type {
 	K_BOOL,
 	K_STRING,
 	K_LOGLEVEL,
-	K_TLSVER
+	K_TLSVER,
+	K_KDF
 };
 
 struct key {
@@ -92,6 +93,25 @@ static const struct key keys[] = {
 	1000000000},
     {"history", "page_limit", K_UINT, OFF(history_page_max), 1, 1000},
     {"history", "required", K_BOOL, OFF(history_required), 0, 0},
+    {"accounts", "enabled", K_BOOL, OFF(accounts_enabled), 0, 0},
+    {"accounts", "kdf", K_KDF, OFF(accounts_kdf), 0, 0},
+    {"accounts", "scrypt_n", K_UINT, OFF(accounts_scrypt_n), 2, 1u << 20},
+    {"accounts", "scrypt_r", K_UINT, OFF(accounts_scrypt_r), 1, 32},
+    {"accounts", "scrypt_p", K_UINT, OFF(accounts_scrypt_p), 1, 16},
+    {"accounts", "pbkdf2_iterations", K_UINT, OFF(accounts_pbkdf2_iterations),
+	1000, 100000000},
+    {"accounts", "password_min_length", K_UINT, OFF(accounts_password_min), 1,
+	256},
+    {"accounts", "failure_delay", K_DURATION, OFF(accounts_failure_delay_ms), 0,
+	60 * 1000},
+    {"accounts", "failure_delay_max", K_DURATION,
+	OFF(accounts_failure_delay_max_ms), 0, 3600 * 1000},
+    {"accounts", "failures_per_address", K_UINT,
+	OFF(accounts_failures_per_address), 0, 1000000},
+    {"accounts", "failure_window", K_DURATION, OFF(accounts_failure_window_ms),
+	1000, DAY},
+    {"accounts", "threads", K_UINT, OFF(accounts_threads), 1, 64},
+    {"accounts", "queue_limit", K_UINT, OFF(accounts_queue_limit), 1, 1000000},
 };
 
 struct parse_state {
@@ -281,6 +301,19 @@ config_new(void)
 	cfg->history_max_per_room = 0;
 	cfg->history_page_max = 50;
 	cfg->history_required = 0;
+	cfg->accounts_enabled = 1;
+	cfg->accounts_kdf = 0; /* scrypt */
+	cfg->accounts_scrypt_n = 1u << 15;
+	cfg->accounts_scrypt_r = 8;
+	cfg->accounts_scrypt_p = 1;
+	cfg->accounts_pbkdf2_iterations = 600000;
+	cfg->accounts_password_min = 8;
+	cfg->accounts_failure_delay_ms = 1000;
+	cfg->accounts_failure_delay_max_ms = 30 * 1000;
+	cfg->accounts_failures_per_address = 10;
+	cfg->accounts_failure_window_ms = 10 * 60 * 1000;
+	cfg->accounts_threads = 2;
+	cfg->accounts_queue_limit = 256;
 	return cfg;
 }
 
@@ -361,7 +394,7 @@ begin_section(struct parse_state *ps, const char *name)
 		ps->cur_listener = add_listener(ps, ln);
 	} else if (strcmp(name, "server") != 0 && strcmp(name, "tls") != 0 &&
 	    strcmp(name, "echo") != 0 && strcmp(name, "chat") != 0 &&
-	    strcmp(name, "history") != 0) {
+	    strcmp(name, "history") != 0 && strcmp(name, "accounts") != 0) {
 		set_err(ps, "unknown section [%s]", name);
 	}
 }
@@ -570,6 +603,17 @@ handler(void *user, const char *section, const char *name, const char *value)
 			return 0;
 		}
 		break;
+	case K_KDF:
+		if (strcmp(value, "scrypt") == 0)
+			*(int *)(base + k->offset) = 0;
+		else if (strcmp(value, "pbkdf2") == 0)
+			*(int *)(base + k->offset) = 1;
+		else {
+			set_err(ps, "kdf must be scrypt or pbkdf2, not \"%s\"",
+			    value);
+			return 0;
+		}
+		break;
 	}
 	return 1;
 }
@@ -662,6 +706,15 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen,
 		    "%s:1: [chat] output_hard_limit must be "
 		    "larger than output_soft_limit",
+		    cfg->path);
+		return -1;
+	}
+	if ((cfg->accounts_scrypt_n & (cfg->accounts_scrypt_n - 1)) != 0 ||
+	    128ULL * cfg->accounts_scrypt_n * cfg->accounts_scrypt_r >
+		(256ULL << 20)) {
+		snprintf(err, errlen,
+		    "%s:1: [accounts] scrypt_n must be a power of two, "
+		    "and 128 * scrypt_n * scrypt_r at most 256 MiB",
 		    cfg->path);
 		return -1;
 	}

@@ -73,6 +73,21 @@ struct config {
 	unsigned history_page_max; /* lines a command may return */
 	int history_required; /* refuse to start without it */
 
+	/* [accounts] */
+	int accounts_enabled;
+	int accounts_kdf; /* enum pwhash_kdf */
+	unsigned accounts_scrypt_n; /* a power of two */
+	unsigned accounts_scrypt_r;
+	unsigned accounts_scrypt_p;
+	unsigned accounts_pbkdf2_iterations;
+	unsigned accounts_password_min; /* bytes */
+	uint64_t accounts_failure_delay_ms; /* first wrong password */
+	uint64_t accounts_failure_delay_max_ms; /* doubling stops here */
+	unsigned accounts_failures_per_address; /* bucket size; 0 = no limit */
+	uint64_t accounts_failure_window_ms; /* the bucket refills in this */
+	unsigned accounts_threads;
+	unsigned accounts_queue_limit;
+
 	struct listen_config *listeners;
 	size_t nlisteners;
 };

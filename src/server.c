@@ -19,6 +19,7 @@
 #include "conf.h"
 #include "conn.h"
 #include "listener.h"
+#include "account.h"
 #include "history.h"
 #include "log.h"
 #include "metrics.h"
@@ -142,6 +143,7 @@ server_reload(struct server *s)
 	log_set_level(ncfg->log_level);
 	if (s->chat != NULL)
 		chat_reloaded(s->chat);
+	accounts_reconfigure(s->accounts, s->cfg);
 	config_free(ocfg);
 	log_notice("reload done");
 done:
@@ -259,17 +261,26 @@ server_open_history(struct server *s, char *err, size_t errlen)
 {
 	char herr[512];
 
-	if (!s->cfg->history_enabled || s->history != NULL)
-		return 0;
-	s->history = history_open(s->base, s->cfg, herr, sizeof herr);
-	if (s->history == NULL && s->cfg->history_required) {
-		snprintf(err, errlen, "history: %s", herr);
-		return -1;
+	if (s->cfg->history_enabled && s->history == NULL) {
+		s->history = history_open(s->base, s->cfg, herr, sizeof herr);
+		if (s->history == NULL && s->cfg->history_required) {
+			snprintf(err, errlen, "history: %s", herr);
+			return -1;
+		}
+		if (s->history == NULL)
+			log_err("history: %s; chatting without history "
+				"(set [history] required = yes to refuse "
+				"instead)",
+			    herr);
 	}
-	if (s->history == NULL)
-		log_err("history: %s; chatting without history "
-			"(set [history] required = yes to refuse instead)",
-		    herr);
+	/*
+	 * Accounts live in the same file, opened as the same user.  Without
+	 * them registered nicks would be anyone's: refuse to start.
+	 */
+	if (s->cfg->accounts_enabled && s->accounts == NULL &&
+	    (s->accounts = accounts_open(s->base, s->cfg, err, errlen)) ==
+		NULL)
+		return -1;
 	return 0;
 }
 
@@ -295,6 +306,7 @@ server_free(struct server *s)
 	/* Commit every queued message before anything else goes away. */
 	if (s->history != NULL)
 		history_close(s->history);
+	accounts_close(s->accounts);
 	if (s->workq != NULL)
 		workq_free(s->workq);
 	metrics_free(s->metrics);

@@ -17,6 +17,7 @@ struct listener;
 struct workq;
 struct chat;
 struct history;
+struct accounts;
 struct metrics;
 
 struct server_stats {
@@ -41,6 +42,7 @@ struct server {
 	struct workq *workq;
 	struct chat *chat;
 	struct history *history;
+	struct accounts *accounts; /* NULL: [accounts] enabled = no */
 	struct metrics *metrics;
 	struct event *stop_timer;
 	int stopping;
@@ -51,11 +53,12 @@ struct server {
 /* Build everything and bind the listeners; NULL with err on failure. */
 struct server *server_new(struct config *cfg, char *err, size_t errlen);
 /*
- * Open the history database ([history] enabled).  Called after the
- * switch to [server] user, so the files are created by and opened as
- * that user.  -1 with err when it cannot be opened and [history]
- * required is set; otherwise a failure is logged and chat goes on
- * without history.
+ * Open the history database ([history] enabled), then the accounts store
+ * in the same file ([accounts] enabled).  Called after the switch to
+ * [server] user, so the files are created by and opened as that user.
+ * -1 with err when the history cannot be opened and [history] required
+ * is set (otherwise a failure is logged and chat goes on without
+ * history), or when the accounts store cannot be opened.
  */
 int server_open_history(struct server *s, char *err, size_t errlen);
 /* Run the loop until stopped; returns the exit code. */

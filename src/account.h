@@ -1,0 +1,69 @@
+/*
+ * Accounts: registered nicks with password hashes (and, later, bound
+ * certificate fingerprints), stored in the history database file (its
+ * own tables; sqlite in WAL mode lets several connections share it).
+ *
+ * Every hash and every sqlite statement runs on the module's own worker
+ * pool (workq.h), each thread with its own connection; results come back
+ * on the loop thread, naming the requester by conn id -- the callback
+ * must look it up and accept that it is gone.  The set of registered
+ * names is mirrored on the loop (loaded once at start, updated by each
+ * completed register/unregister), so nick checks never wait for sqlite.
+ *
+ * Names are given case-folded (name_fold), as nicks are keyed.
+ */
+#ifndef PARLEY_ACCOUNT_H
+#define PARLEY_ACCOUNT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct accounts;
+struct config;
+struct event_base;
+
+enum acct_op {
+	ACCT_IDENTIFY, /* name, pw */
+	ACCT_REGISTER, /* name, pw */
+	ACCT_PASSWORD, /* name, pw (old), pw2 (new) */
+	ACCT_UNREGISTER, /* name, pw */
+	ACCT_NOPS
+};
+
+enum acct_status {
+	ACCT_OK,
+	ACCT_BADPASS, /* wrong password (the KDF ran) */
+	ACCT_NOACCOUNT, /* no such account */
+	ACCT_EXISTS, /* register: the name is taken */
+	ACCT_FAILED /* sqlite or KDF error; logged */
+};
+
+/* Loop thread.  name: the account (folded), or NULL when gone. */
+typedef void (*acct_done_fn)(
+    uint64_t owner_id, void *arg, enum acct_status st, const char *name);
+
+/*
+ * Open the database (creating the tables), load the registered names and
+ * start the threads.  Runs on the loop thread before the loop starts.
+ * NULL with err set on failure.
+ */
+struct accounts *accounts_open(struct event_base *base,
+    const struct config *cfg, char *err, size_t errlen);
+/* Finish queued jobs (their callbacks run), stop the threads.  NULL ok. */
+void accounts_close(struct accounts *a);
+/* New KDF parameters after a reload (for hashes made from now on). */
+void accounts_reconfigure(struct accounts *a, const struct config *cfg);
+
+int accounts_registered(const struct accounts *a, const char *name);
+size_t accounts_count(const struct accounts *a);
+
+/*
+ * Queue op; fn runs later on the loop thread (exactly once if this
+ * returns 0).  Passwords are copied and wiped after use.  -1 when the
+ * queue is full (the caller says "busy") or on bad arguments.
+ */
+int accounts_submit(struct accounts *a, enum acct_op op, const char *name,
+    const char *pw, const char *pw2, uint64_t owner_id, acct_done_fn fn,
+    void *arg);
+
+#endif
