@@ -54,6 +54,10 @@ static const struct key keys[] = {
     {"server", "max_connections", K_UINT, OFF(max_connections), 1, 1000000},
     {"server", "max_connections_per_ip", K_UINT, OFF(max_connections_per_ip), 0,
 	1000000},
+    {"server", "connection_rate_per_ip", K_UINT, OFF(connection_rate_per_ip), 0,
+	1000000},
+    {"server", "connection_burst_per_ip", K_UINT, OFF(connection_burst_per_ip),
+	1, 1000000},
     {"server", "handshake_timeout", K_DURATION, OFF(handshake_timeout_ms), 100,
 	DAY},
     {"server", "idle_timeout", K_DURATION, OFF(idle_timeout_ms), 0, 30 * DAY},
@@ -271,6 +275,8 @@ config_new(void)
 	cfg->log_level = LOG_INFO;
 	cfg->max_connections = 10000;
 	cfg->max_connections_per_ip = 64;
+	cfg->connection_rate_per_ip = 60;
+	cfg->connection_burst_per_ip = 20;
 	cfg->handshake_timeout_ms = 10 * 1000;
 	cfg->idle_timeout_ms = 0;
 	cfg->shutdown_timeout_ms = 5 * 1000;

@@ -31,6 +31,8 @@ struct config {
 	int log_level;
 	unsigned max_connections;
 	unsigned max_connections_per_ip;
+	unsigned connection_rate_per_ip; /* new ones a minute; 0 = no limit */
+	unsigned connection_burst_per_ip; /* bucket size */
 	uint64_t handshake_timeout_ms;
 	uint64_t idle_timeout_ms; /* 0 = never */
 	uint64_t shutdown_timeout_ms;

@@ -39,6 +39,7 @@
 
 #include "conf.h"
 #include "conn.h"
+#include "gate.h"
 #include "ipcount.h"
 #include "log.h"
 #include "server.h"
@@ -479,8 +480,13 @@ conn_accept(struct server *s, const struct conn_service *svc,
 {
 	struct conn *c;
 	const struct config *cfg = s->cfg;
+	const char *why;
 	unsigned per_ip;
 
+	if ((why = gate_check(s->gate, cfg, sa)) != NULL) {
+		refuse(fd, tls, why); /* before any TLS work */
+		return;
+	}
 	if (nconns >= cfg->max_connections) {
 		s->stats.refused_full++;
 		if (refusal_log_ok())

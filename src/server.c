@@ -20,6 +20,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "account.h"
+#include "gate.h"
 #include "history.h"
 #include "log.h"
 #include "metrics.h"
@@ -223,7 +224,7 @@ server_new(struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot start worker threads");
 		goto fail;
 	}
-	if ((s->chat = chat_new(s)) == NULL ||
+	if ((s->chat = chat_new(s)) == NULL || (s->gate = gate_new()) == NULL ||
 	    (s->metrics = metrics_new(s)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -307,6 +308,7 @@ server_free(struct server *s)
 	if (s->history != NULL)
 		history_close(s->history);
 	accounts_close(s->accounts);
+	gate_free(s->gate);
 	if (s->workq != NULL)
 		workq_free(s->workq);
 	metrics_free(s->metrics);

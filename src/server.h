@@ -18,6 +18,7 @@ struct workq;
 struct chat;
 struct history;
 struct accounts;
+struct gate;
 struct metrics;
 
 struct server_stats {
@@ -43,6 +44,7 @@ struct server {
 	struct chat *chat;
 	struct history *history;
 	struct accounts *accounts; /* NULL: [accounts] enabled = no */
+	struct gate *gate; /* accept-time checks */
 	struct metrics *metrics;
 	struct event *stop_timer;
 	int stopping;

@@ -291,7 +291,7 @@ class Server:
         self.log_path = os.path.join(self.dir, "parleyd.log")
         self.listeners = [dict(l) for l in (listeners or [listen()])]
         self.server_opts = {"log_level": "info", "shutdown_timeout": "5s",
-                            "max_connections_per_ip": "0"}
+                            "max_connections_per_ip": "0", "connection_rate_per_ip": "0"}
         if os.geteuid() == 0:
             # Tests run as root in CI; the daemon refuses that unless told.
             self.server_opts["allow_root"] = "yes"

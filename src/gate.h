@@ -1,0 +1,36 @@
+/*
+ * The gate: decisions about a new connection made at accept, before any
+ * TLS handshake and before a struct conn exists.
+ *
+ * Rate: a token bucket of new connections per client address (IPv4) or
+ * per IPv6 /64 (one host usually owns the whole prefix):
+ * connection_burst_per_ip tokens, refilled at connection_rate_per_ip a
+ * minute.  A refused attempt takes no token.  Buckets that are full
+ * again are forgotten, so memory follows the addresses seen recently.
+ *
+ * Loop thread only.
+ */
+#ifndef PARLEY_GATE_H
+#define PARLEY_GATE_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct config;
+struct gate;
+
+struct gate_stats {
+	uint64_t refused_rate;
+	uint64_t tracked; /* buckets held now */
+};
+
+struct gate *gate_new(void);
+void gate_free(struct gate *g);
+
+/* NULL to let the connection in, or the line to refuse it with. */
+const char *gate_check(
+    struct gate *g, const struct config *cfg, const struct sockaddr *sa);
+
+void gate_stats(const struct gate *g, struct gate_stats *out);
+
+#endif
