@@ -34,13 +34,29 @@
 static const char schema[] = "CREATE TABLE IF NOT EXISTS accounts ("
 			     "  name TEXT PRIMARY KEY,"
 			     "  hash TEXT NOT NULL,"
-			     "  created INTEGER NOT NULL) WITHOUT ROWID;";
+			     "  created INTEGER NOT NULL) WITHOUT ROWID;"
+			     "CREATE TABLE IF NOT EXISTS rooms ("
+			     "  name TEXT PRIMARY KEY,"
+			     "  seq INTEGER NOT NULL,"
+			     "  key TEXT,"
+			     "  invite_only INTEGER NOT NULL,"
+			     "  owners TEXT NOT NULL,"
+			     "  bans TEXT NOT NULL,"
+			     "  invites TEXT NOT NULL) WITHOUT ROWID;"
+			     "CREATE TABLE IF NOT EXISTS klines ("
+			     "  mask TEXT PRIMARY KEY,"
+			     "  seq INTEGER NOT NULL,"
+			     "  expires INTEGER NOT NULL,"
+			     "  reason TEXT NOT NULL,"
+			     "  setter TEXT NOT NULL,"
+			     "  live INTEGER NOT NULL) WITHOUT ROWID;";
 
 struct accounts {
 	struct workq *q;
 	struct strmap *names; /* folded name -> (void *)1 */
 	struct pwhash_params params;
 	char *path;
+	int64_t seq; /* of the last save queued */
 	pthread_mutex_t err_lock; /* guards init_err */
 	char init_err[256]; /* from a failing thread_init */
 };
@@ -318,6 +334,190 @@ accounts_submit(struct accounts *a, enum acct_op op, const char *name,
 	return 0;
 }
 
+/* A save: one statement with up to 7 text-or-integer parameters. */
+struct save {
+	const char *sql;
+	int64_t seq;
+	int64_t num[2];
+	char *text[5];
+};
+
+static void
+save_free(struct save *sv)
+{
+	int i;
+
+	for (i = 0; i < 5; i++)
+		free(sv->text[i]);
+	free(sv);
+}
+
+static void
+save_work(void *ctx, void *arg)
+{
+	sqlite3 *h = ctx;
+	struct save *sv = arg;
+	sqlite3_stmt *st;
+	int i, rc;
+
+	if ((rc = sqlite3_prepare_v2(h, sv->sql, -1, &st, NULL)) == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, sv->seq);
+		sqlite3_bind_int64(st, 2, sv->num[0]);
+		sqlite3_bind_int64(st, 3, sv->num[1]);
+		for (i = 0; i < 5; i++)
+			if (sv->text[i] != NULL)
+				sqlite3_bind_text(
+				    st, 4 + i, sv->text[i], -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != SQLITE_DONE)
+		log_err("accounts: saving settings: %s", sqlite3_errmsg(h));
+	save_free(sv);
+}
+
+static void
+save_submit(struct accounts *a, const char *sql, int64_t n0, int64_t n1,
+    const char *const text[5])
+{
+	struct save *sv;
+	int i, bad = 0;
+
+	if (a == NULL || (sv = calloc(1, sizeof *sv)) == NULL)
+		return;
+	sv->sql = sql;
+	sv->seq = ++a->seq;
+	sv->num[0] = n0;
+	sv->num[1] = n1;
+	for (i = 0; i < 5; i++)
+		if (text[i] != NULL && (sv->text[i] = strdup(text[i])) == NULL)
+			bad = 1;
+	/* Saves are never refused for a full queue: max_pending counts */
+	/* them, but they are few (one per operator command). */
+	if (bad || workq_submit(a->q, 0, save_work, NULL, sv) == -1) {
+		log_err("accounts: cannot queue a settings save");
+		save_free(sv);
+	}
+}
+
+void
+accounts_room_save(struct accounts *a, const struct acct_room *r)
+{
+	const char *text[5] = {r->name, r->key, r->owners, r->bans, r->invites};
+
+	save_submit(a,
+	    "INSERT INTO rooms (name, seq, key, invite_only, owners, bans, "
+	    "invites) VALUES (?4, ?1, ?5, ?2, ?6, ?7, ?8) "
+	    "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, "
+	    "key = excluded.key, invite_only = excluded.invite_only, "
+	    "owners = excluded.owners, bans = excluded.bans, "
+	    "invites = excluded.invites WHERE excluded.seq > rooms.seq",
+	    r->invite_only, 0, text);
+}
+
+void
+accounts_kline_save(struct accounts *a, const struct acct_kline *k, int add)
+{
+	const char *text[5] = {
+	    k->mask, add ? k->reason : "", add ? k->by : "", NULL, NULL};
+
+	save_submit(a,
+	    "INSERT INTO klines (mask, seq, expires, live, reason, setter) "
+	    "VALUES (?4, ?1, ?2, ?3, ?5, ?6) "
+	    "ON CONFLICT (mask) DO UPDATE SET seq = excluded.seq, "
+	    "expires = excluded.expires, live = excluded.live, "
+	    "reason = excluded.reason, setter = excluded.setter "
+	    "WHERE excluded.seq > klines.seq",
+	    add ? k->expires_ms : 0, add, text);
+}
+
+static const char *
+col(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	return t != NULL ? (const char *)t : "";
+}
+
+/* Run a SELECT on a fresh connection, rows to fn; start-up only. */
+static int
+load(struct accounts *a, const char *sql,
+    void (*row)(sqlite3_stmt *st, void *fn, void *arg), void *fn, void *arg)
+{
+	char err[256];
+	sqlite3 *h;
+	sqlite3_stmt *st;
+	int rc;
+
+	if (a == NULL)
+		return 0;
+	if ((h = open_db(a->path, err, sizeof err)) == NULL) {
+		log_err("accounts: %s", err);
+		return -1;
+	}
+	if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) != SQLITE_OK) {
+		log_err("accounts: %s", sqlite3_errmsg(h));
+		sqlite3_close(h);
+		return -1;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_int64(st, 0) > a->seq)
+			a->seq = sqlite3_column_int64(st, 0);
+		row(st, fn, arg);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		log_err("accounts: %s", sqlite3_errmsg(h));
+	sqlite3_close(h);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static void
+room_row(sqlite3_stmt *st, void *fn, void *arg)
+{
+	struct acct_room r;
+
+	r.name = col(st, 1);
+	r.key = sqlite3_column_type(st, 2) == SQLITE_NULL ? NULL : col(st, 2);
+	r.invite_only = sqlite3_column_int(st, 3);
+	r.owners = col(st, 4);
+	r.bans = col(st, 5);
+	r.invites = col(st, 6);
+	((void (*)(void *, const struct acct_room *))fn)(arg, &r);
+}
+
+int
+accounts_rooms_load(struct accounts *a,
+    void (*fn)(void *arg, const struct acct_room *r), void *arg)
+{
+	return load(a,
+	    "SELECT seq, name, key, invite_only, owners, bans, invites "
+	    "FROM rooms WHERE owners != ''",
+	    room_row, (void *)fn, arg);
+}
+
+static void
+kline_row(sqlite3_stmt *st, void *fn, void *arg)
+{
+	struct acct_kline k;
+
+	k.mask = col(st, 1);
+	k.expires_ms = sqlite3_column_int64(st, 2);
+	k.reason = col(st, 3);
+	k.by = col(st, 4);
+	((void (*)(void *, const struct acct_kline *))fn)(arg, &k);
+}
+
+int
+accounts_klines_load(struct accounts *a,
+    void (*fn)(void *arg, const struct acct_kline *k), void *arg)
+{
+	return load(a,
+	    "SELECT seq, mask, expires, reason, setter FROM klines "
+	    "WHERE live != 0",
+	    kline_row, (void *)fn, arg);
+}
+
 int
 accounts_registered(const struct accounts *a, const char *name)
 {
@@ -358,6 +558,18 @@ setup(struct accounts *a, char *err, size_t errlen)
 		strmap_put(a->names, (const char *)sqlite3_column_text(st, 0),
 		    (void *)1);
 	sqlite3_finalize(st);
+	/* Saves go on from the highest sequence number ever stored. */
+	if (rc == SQLITE_DONE &&
+	    sqlite3_prepare_v2(h,
+		"SELECT max(coalesce((SELECT max(seq) FROM rooms), 0), "
+		"coalesce((SELECT max(seq) FROM klines), 0))",
+		-1, &st, NULL) == SQLITE_OK) {
+		if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			a->seq = sqlite3_column_int64(st, 0);
+			rc = SQLITE_DONE;
+		}
+		sqlite3_finalize(st);
+	}
 	if (rc != SQLITE_DONE) {
 		snprintf(err, errlen, "%s: %s", a->path, sqlite3_errmsg(h));
 		sqlite3_close(h);

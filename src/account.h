@@ -62,6 +62,38 @@ size_t accounts_count(const struct accounts *a);
  * returns 0).  Passwords are copied and wiped after use.  -1 when the
  * queue is full (the caller says "busy") or on bad arguments.
  */
+/*
+ * Persistent room settings (room owners, keys, bans, invites) and
+ * address bans, in the same database.  Loading runs on the calling
+ * thread (start-up only); saving is queued to the worker threads and
+ * never answered.  Saves carry a sequence number so a slower older save
+ * never overwrites a newer one.
+ */
+struct acct_room {
+	const char *name; /* folded */
+	const char *key; /* NULL: none */
+	int invite_only;
+	const char *owners; /* space-separated folded account names */
+	const char *bans; /* space-separated masks */
+	const char *invites; /* space-separated folded nicks */
+};
+int accounts_rooms_load(struct accounts *a,
+    void (*fn)(void *arg, const struct acct_room *r), void *arg);
+/* Save (or, with no owners, delete) the settings of r->name. */
+void accounts_room_save(struct accounts *a, const struct acct_room *r);
+
+struct acct_kline {
+	const char *mask; /* an address glob: 192.0.2.*, 2001:db8:* */
+	int64_t expires_ms; /* CLOCK_REALTIME; 0 = never */
+	const char *reason;
+	const char *by;
+};
+int accounts_klines_load(struct accounts *a,
+    void (*fn)(void *arg, const struct acct_kline *k), void *arg);
+/* Store k (replacing the same mask); with add == 0, delete k->mask. */
+void accounts_kline_save(
+    struct accounts *a, const struct acct_kline *k, int add);
+
 int accounts_submit(struct accounts *a, enum acct_op op, const char *name,
     const char *pw, const char *pw2, uint64_t owner_id, acct_done_fn fn,
     void *arg);

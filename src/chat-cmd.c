@@ -15,6 +15,7 @@
 #include "log.h"
 #include "server.h"
 #include "strmap.h"
+#include "text.h"
 
 #define MAX_ARGS 3
 
@@ -41,8 +42,8 @@ static void cmd_quit(struct session *, int, char **);
 static const struct command commands[] = {
     {"help", "[command]", "list the commands, or explain one", 0, 1, cmd_help},
     {"nick", "NAME", "change your nick", 1, 1, cmd_nick},
-    {"join", "#room", "join a room (creating it) and make it current", 1, 1,
-	cmd_join},
+    {"join", "#room [KEY]", "join a room (creating it) and make it current", 1,
+	2, cmd_join},
     {"part", "[#room] [reason]", "leave a room (default: the current one)", 0,
 	2, cmd_part},
     {"rooms", "", "list rooms with member counts and topics", 0, 0, cmd_rooms},
@@ -58,6 +59,18 @@ static const struct command commands[] = {
 	0, 2, chat_history_cmd},
     {"search", "WORDS", "search the history of your rooms, newest first", 1, 1,
 	chat_search_cmd},
+    {"invite", "[#room] NICK", "(operators) let NICK into the room once", 1, 2,
+	chat_invite_cmd},
+    {"kick", "[#room] NICK [reason]", "(operators) put NICK out of the room", 1,
+	3, chat_kick_cmd},
+    {"ban", "[#room] [MASK]",
+	"(operators) list the bans, or ban a nick, account or address "
+	"(glob) mask",
+	0, 2, chat_ban_cmd},
+    {"unban", "[#room] MASK", "(operators) lift a ban", 1, 2, chat_unban_cmd},
+    {"mode", "[#room] [+i | -i | +k KEY | -k | +o NICK | -o NICK]",
+	"show a room's settings, or (operators) change them", 0, 3,
+	chat_mode_cmd},
     {"register", "PASSWORD", "register your current nick to you", 1, 1,
 	chat_register_cmd},
     {"identify", "[NICK] PASSWORD",
@@ -193,16 +206,27 @@ cmd_nick(struct session *s, int argc, char **argv)
 		error(s, "%s", why);
 }
 
+static int
+default_room(struct session *s, struct room *r)
+{
+	char f[ROOM_BYTES_MAX];
+	const char *d = s->chat->srv->cfg->chat_default_room;
+
+	name_fold(d, strlen(d), f, sizeof f);
+	return strcmp(f, r->fold) == 0;
+}
+
 static void
 cmd_join(struct session *s, int argc, char **argv)
 {
 	const struct config *cfg = s->chat->srv->cfg;
 	struct room *r;
 	struct blob *b;
+	const char *bad;
 	char why[256];
 	size_t i;
+	int created;
 
-	(void)argc;
 	if ((r = room_find(s->chat, argv[0])) != NULL &&
 	    session_in_room(s, r)) {
 		/* Already there: make it current (move it to the end). */
@@ -225,11 +249,27 @@ cmd_join(struct session *s, int argc, char **argv)
 		error(s, "cannot join %s: %s", argv[0], why);
 		return;
 	}
+	created = r->live == 0 && !default_room(s, r);
+	if (argc > 1 && !chat_room_has_key(r)) {
+		error(s,
+		    "cannot join %s %s: %s has no key (a room name has no "
+		    "spaces)",
+		    argv[0], argv[1], r->name);
+		room_drop_if_empty(s->chat, r);
+		return;
+	}
+	if ((bad = chat_room_admit(s, r, argc > 1 ? argv[1] : NULL)) != NULL) {
+		error(s, "cannot join %s: %s", r->name, bad);
+		room_drop_if_empty(s->chat, r);
+		return;
+	}
 	if (room_add(r, s) == -1) {
 		error(s, "cannot join %s: out of memory", r->name);
 		return;
 	}
 	s->rooms[s->nrooms++] = r;
+	if (created)
+		chat_room_creator(s, r);
 	notice(s, "you joined %s (%zu here)%s%s", r->name, r->live,
 	    r->topic ? "; topic: " : "", r->topic ? r->topic : "");
 	b = blob_printf("*** %s: %s has joined", r->name, s->nick);

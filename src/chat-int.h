@@ -38,6 +38,9 @@ struct room {
 	size_t nmembers, cap;
 	size_t live; /* members that are not holes */
 	int iterating;
+	struct roomacl *acl; /* keys, bans...; NULL: none (chat-room.c) */
+	uint64_t *ops; /* conn ids of this room's session operators */
+	size_t nops;
 };
 
 struct session {
@@ -76,6 +79,7 @@ struct chat {
 	uint64_t guest_seq;
 	uint64_t mark_seq;
 	struct strmap *authfail; /* peer address -> struct authfail */
+	struct strmap *acls; /* folded room name -> struct roomacl */
 };
 
 /* Output (chat.c). */
@@ -112,6 +116,8 @@ struct room *room_get_or_create(
     struct chat *ch, const char *name, char *why, size_t whylen);
 int room_add(struct room *r, struct session *s);
 void room_remove(struct chat *ch, struct room *r, struct session *s);
+/* Free r if nobody is in it (not the default room). */
+void room_drop_if_empty(struct chat *ch, struct room *r);
 void room_broadcast(struct room *r, struct session *except, struct blob *b);
 void room_free_all(struct chat *ch);
 
@@ -134,6 +140,23 @@ void chat_unregister_cmd(struct session *s, int argc, char **argv);
 int chat_nick_allowed(struct session *s, const char *nick);
 void chat_account_session_free(struct session *s);
 void chat_account_free(struct chat *ch);
+
+/* Room access control (chat-room.c). */
+void chat_rooms_load(struct chat *ch);
+void chat_rooms_free(struct chat *ch);
+void chat_room_created(struct chat *ch, struct room *r);
+void chat_room_gone(struct chat *ch, struct room *r);
+/* s just created r by joining it. */
+void chat_room_creator(struct session *s, struct room *r);
+/* NULL if s may join r with key (may be NULL), else why not. */
+const char *chat_room_admit(struct session *s, struct room *r, const char *key);
+int chat_room_is_op(const struct room *r, const struct session *s);
+int chat_room_has_key(const struct room *r);
+void chat_kick_cmd(struct session *s, int argc, char **argv);
+void chat_invite_cmd(struct session *s, int argc, char **argv);
+void chat_ban_cmd(struct session *s, int argc, char **argv);
+void chat_unban_cmd(struct session *s, int argc, char **argv);
+void chat_mode_cmd(struct session *s, int argc, char **argv);
 
 /* Commands (chat-cmd.c). */
 void chat_command(struct session *s, char *line);

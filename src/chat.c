@@ -512,6 +512,7 @@ chat_open(struct conn *c)
 	struct session *s;
 	struct room *r;
 	struct blob *b;
+	const char *bad;
 	char nick[32], why[256];
 	int tries;
 
@@ -546,6 +547,10 @@ chat_open(struct conn *c)
 	    "/nick NAME to choose a nick.",
 	    s->nick);
 	r = room_get_or_create(ch, cfg->chat_default_room, why, sizeof why);
+	if (r != NULL && (bad = chat_room_admit(s, r, NULL)) != NULL) {
+		snprintf(why, sizeof why, "%s", bad);
+		r = NULL;
+	}
 	if (r != NULL && room_add(r, s) == 0) {
 		s->rooms =
 		    malloc(sizeof *s->rooms * cfg->chat_max_rooms_per_client);
@@ -634,7 +639,8 @@ chat_new(struct server *srv)
 	ch->srv = srv;
 	if ((ch->nicks = strmap_new()) == NULL ||
 	    (ch->rooms = strmap_new()) == NULL ||
-	    (ch->authfail = strmap_new()) == NULL) {
+	    (ch->authfail = strmap_new()) == NULL ||
+	    (ch->acls = strmap_new()) == NULL) {
 		chat_free(ch);
 		return NULL;
 	}
@@ -648,6 +654,7 @@ chat_free(struct chat *ch)
 		return;
 	if (ch->rooms != NULL)
 		room_free_all(ch);
+	chat_rooms_free(ch);
 	strmap_free(ch->rooms);
 	strmap_free(ch->nicks);
 	chat_account_free(ch);
@@ -659,6 +666,12 @@ chat_reloaded(struct chat *ch)
 {
 	/* Limits are read from srv->cfg at each use; nothing to copy. */
 	(void)ch;
+}
+
+void
+chat_load_state(struct chat *ch)
+{
+	chat_rooms_load(ch);
 }
 
 size_t

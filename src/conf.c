@@ -78,6 +78,8 @@ static const struct key keys[] = {
     {"chat", "max_rooms_per_client", K_UINT, OFF(chat_max_rooms_per_client), 1,
 	1000},
     {"chat", "max_rooms", K_UINT, OFF(chat_max_rooms), 1, 1000000},
+    {"chat", "room_list_max", K_UINT, OFF(chat_room_list_max), 1, 100000},
+    {"chat", "room_key_length", K_UINT, OFF(chat_room_key_max), 1, 256},
     {"chat", "flood_rate", K_UINT, OFF(chat_flood_rate), 1, 1000000},
     {"chat", "flood_burst", K_UINT, OFF(chat_flood_burst), 1, 1000000},
     {"chat", "output_soft_limit", K_SIZE, OFF(chat_output_soft_limit), 1024,
@@ -294,6 +296,8 @@ config_new(void)
 	cfg->chat_room_max = 32;
 	cfg->chat_max_rooms_per_client = 20;
 	cfg->chat_max_rooms = 10000;
+	cfg->chat_room_list_max = 256;
+	cfg->chat_room_key_max = 64;
 	cfg->chat_flood_rate = 10;
 	cfg->chat_flood_burst = 20;
 	cfg->chat_output_soft_limit = 256 * 1024;

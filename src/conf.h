@@ -62,6 +62,8 @@ struct config {
 	size_t chat_output_soft_limit;
 	size_t chat_output_hard_limit;
 	unsigned chat_max_rooms; /* rooms on the server */
+	unsigned chat_room_list_max; /* owners, bans, invites per room, each */
+	unsigned chat_room_key_max; /* bytes */
 
 	/* [history] */
 	int history_enabled;

@@ -68,6 +68,7 @@ room_get_or_create(struct chat *ch, const char *name, char *why, size_t whylen)
 		snprintf(why, whylen, "out of memory");
 		return NULL;
 	}
+	chat_room_created(ch, r);
 	return r;
 }
 
@@ -93,6 +94,7 @@ static void
 room_destroy(struct chat *ch, struct room *r)
 {
 	strmap_del(ch->rooms, r->fold);
+	chat_room_gone(ch, r);
 	free(r->members);
 	free(r->topic);
 	free(r);
@@ -124,6 +126,12 @@ room_remove(struct chat *ch, struct room *r, struct session *s)
 		r->live--;
 		break;
 	}
+	room_drop_if_empty(ch, r);
+}
+
+void
+room_drop_if_empty(struct chat *ch, struct room *r)
+{
 	/* Empty rooms go, except the default room and rooms mid-walk. */
 	if (r->live == 0 && !r->iterating) {
 		char dfold[ROOM_BYTES_MAX];
@@ -160,6 +168,7 @@ free_room_cb(const char *key, void *value, void *arg)
 	struct room *r = value;
 
 	(void)key;
+	free(r->ops);
 	(void)arg;
 	free(r->members);
 	free(r->topic);

@@ -278,10 +278,12 @@ server_open_history(struct server *s, char *err, size_t errlen)
 	 * Accounts live in the same file, opened as the same user.  Without
 	 * them registered nicks would be anyone's: refuse to start.
 	 */
-	if (s->cfg->accounts_enabled && s->accounts == NULL &&
-	    (s->accounts = accounts_open(s->base, s->cfg, err, errlen)) ==
-		NULL)
-		return -1;
+	if (s->cfg->accounts_enabled && s->accounts == NULL) {
+		if ((s->accounts = accounts_open(
+			 s->base, s->cfg, err, errlen)) == NULL)
+			return -1;
+		chat_load_state(s->chat); /* persistent rooms, address bans */
+	}
 	return 0;
 }
 
