@@ -70,6 +70,7 @@ struct session {
 	unsigned auth_fails; /* wrong passwords on this connection */
 	struct event *auth_timer; /* delays the answer to a wrong password */
 	char auth_err[160]; /* that answer */
+	char certfp[65]; /* TLS client certificate SHA-256, hex; "" = none */
 };
 
 struct chat {
@@ -157,6 +158,16 @@ void chat_invite_cmd(struct session *s, int argc, char **argv);
 void chat_ban_cmd(struct session *s, int argc, char **argv);
 void chat_unban_cmd(struct session *s, int argc, char **argv);
 void chat_mode_cmd(struct session *s, int argc, char **argv);
+
+/* Server operators (chat-oper.c). */
+int chat_is_server_op(const struct session *s);
+void chat_kill_cmd(struct session *s, int argc, char **argv);
+void chat_wall_cmd(struct session *s, int argc, char **argv);
+void chat_kline_cmd(struct session *s, int argc, char **argv);
+void chat_unkline_cmd(struct session *s, int argc, char **argv);
+void chat_klines_load(struct chat *ch);
+/* Is c a chat connection (its data a struct session)? */
+int chat_is_session(const struct conn *c);
 
 /* Commands (chat-cmd.c). */
 void chat_command(struct session *s, char *line);

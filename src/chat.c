@@ -672,6 +672,13 @@ void
 chat_load_state(struct chat *ch)
 {
 	chat_rooms_load(ch);
+	chat_klines_load(ch);
+}
+
+int
+chat_is_session(const struct conn *c)
+{
+	return conn_service(c) == &chat_service;
 }
 
 size_t

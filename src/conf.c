@@ -99,6 +99,8 @@ static const struct key keys[] = {
 	1000000000},
     {"history", "page_limit", K_UINT, OFF(history_page_max), 1, 1000},
     {"history", "required", K_BOOL, OFF(history_required), 0, 0},
+    {"operators", "accounts", K_STRING, OFF(operator_accounts), 0, 0},
+    {"operators", "fingerprints", K_STRING, OFF(operator_fingerprints), 0, 0},
     {"accounts", "enabled", K_BOOL, OFF(accounts_enabled), 0, 0},
     {"accounts", "kdf", K_KDF, OFF(accounts_kdf), 0, 0},
     {"accounts", "scrypt_n", K_UINT, OFF(accounts_scrypt_n), 2, 1u << 20},
@@ -348,6 +350,8 @@ config_free(struct config *cfg)
 	free(cfg->tls_ciphersuites);
 	free(cfg->chat_default_room);
 	free(cfg->history_path);
+	free(cfg->operator_accounts);
+	free(cfg->operator_fingerprints);
 	free(cfg);
 }
 
@@ -404,7 +408,8 @@ begin_section(struct parse_state *ps, const char *name)
 		ps->cur_listener = add_listener(ps, ln);
 	} else if (strcmp(name, "server") != 0 && strcmp(name, "tls") != 0 &&
 	    strcmp(name, "echo") != 0 && strcmp(name, "chat") != 0 &&
-	    strcmp(name, "history") != 0 && strcmp(name, "accounts") != 0) {
+	    strcmp(name, "history") != 0 && strcmp(name, "accounts") != 0 &&
+	    strcmp(name, "operators") != 0) {
 		set_err(ps, "unknown section [%s]", name);
 	}
 }

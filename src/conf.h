@@ -92,6 +92,10 @@ struct config {
 	unsigned accounts_threads;
 	unsigned accounts_queue_limit;
 
+	/* [operators] */
+	char *operator_accounts; /* space-separated account names */
+	char *operator_fingerprints; /* space-separated SHA-256, hex */
+
 	struct listen_config *listeners;
 	size_t nlisteners;
 };

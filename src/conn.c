@@ -206,6 +206,12 @@ conn_listener(const struct conn *c)
 	return c->listener;
 }
 
+const struct conn_service *
+conn_service(const struct conn *c)
+{
+	return c->svc;
+}
+
 int
 conn_is_tls(const struct conn *c)
 {

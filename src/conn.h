@@ -63,6 +63,7 @@ struct server *conn_server(const struct conn *c);
 const char *conn_peer(const struct conn *c); /* "addr:port" */
 const char *conn_peer_ip(const struct conn *c); /* "addr" */
 const char *conn_listener(const struct conn *c);
+const struct conn_service *conn_service(const struct conn *c);
 int conn_is_tls(const struct conn *c);
 void *conn_data(const struct conn *c);
 void conn_set_data(struct conn *c, void *data);

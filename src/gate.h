@@ -8,6 +8,10 @@
  * minute.  A refused attempt takes no token.  Buckets that are full
  * again are forgotten, so memory follows the addresses seen recently.
  *
+ * Address bans (/kline): glob masks over the textual address, each with
+ * an optional expiry; expired ones are dropped as they are met.  The
+ * store (account.h) keeps them across restarts; the gate only decides.
+ *
  * Loop thread only.
  */
 #ifndef PARLEY_GATE_H
@@ -21,6 +25,7 @@ struct gate;
 
 struct gate_stats {
 	uint64_t refused_rate;
+	uint64_t refused_banned;
 	uint64_t tracked; /* buckets held now */
 };
 
@@ -32,5 +37,18 @@ const char *gate_check(
     struct gate *g, const struct config *cfg, const struct sockaddr *sa);
 
 void gate_stats(const struct gate *g, struct gate_stats *out);
+
+/* Add or replace a ban; expires_ms is CLOCK_REALTIME ms, 0 = never. */
+int gate_kline_add(
+    struct gate *g, const char *mask, int64_t expires_ms, const char *reason);
+/* 1 if mask was banned (and is no longer), else 0. */
+int gate_kline_del(struct gate *g, const char *mask);
+/* The live ban matching the textual address ip, or NULL. */
+const char *gate_kline_match(struct gate *g, const char *ip);
+/* Visit the live bans. */
+void gate_kline_foreach(struct gate *g,
+    void (*fn)(
+	const char *mask, int64_t expires_ms, const char *reason, void *arg),
+    void *arg);
 
 #endif
