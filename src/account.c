@@ -8,6 +8,9 @@
  *
  * Schema (created if missing, next to history's tables):
  *   accounts(name PRIMARY KEY -- folded nick, hash, created -- ms)
+ *   certs(fingerprint PRIMARY KEY -- SHA-256 hex, account, created)
+ *   rooms(name PRIMARY KEY, seq, key, invite_only, owners, bans, invites)
+ *   klines(mask PRIMARY KEY, seq, expires, reason, setter, live)
  */
 #include "config.h"
 
@@ -34,6 +37,10 @@
 static const char schema[] = "CREATE TABLE IF NOT EXISTS accounts ("
 			     "  name TEXT PRIMARY KEY,"
 			     "  hash TEXT NOT NULL,"
+			     "  created INTEGER NOT NULL) WITHOUT ROWID;"
+			     "CREATE TABLE IF NOT EXISTS certs ("
+			     "  fingerprint TEXT PRIMARY KEY,"
+			     "  account TEXT NOT NULL,"
 			     "  created INTEGER NOT NULL) WITHOUT ROWID;"
 			     "CREATE TABLE IF NOT EXISTS rooms ("
 			     "  name TEXT PRIMARY KEY,"
@@ -191,6 +198,14 @@ exec_text(
 	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+static const char *
+col0(sqlite3_stmt *st)
+{
+	const unsigned char *t = sqlite3_column_text(st, 0);
+
+	return t != NULL ? (const char *)t : "";
+}
+
 /* Check j->pw against the stored hash; sets j->st unless it matched. */
 static int
 check_password(sqlite3 *h, struct job *j)
@@ -217,6 +232,30 @@ check_password(sqlite3 *h, struct job *j)
 	if (!ok)
 		j->st = ACCT_BADPASS;
 	return ok;
+}
+
+/* The account a fingerprint (j->pw) is bound to, into j->name. */
+static void
+cert_find(sqlite3 *h, struct job *j)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	j->st = ACCT_NOACCOUNT;
+	if (sqlite3_prepare_v2(h,
+		"SELECT c.account FROM certs c JOIN accounts a "
+		"ON a.name = c.account WHERE c.fingerprint = ?1",
+		-1, &st, NULL) != SQLITE_OK) {
+		j->st = ACCT_FAILED;
+		return;
+	}
+	sqlite3_bind_text(st, 1, j->pw, -1, SQLITE_STATIC);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		snprintf(j->name, sizeof j->name, "%s", col0(st));
+		j->st = ACCT_OK;
+	} else if (rc != SQLITE_DONE)
+		j->st = ACCT_FAILED;
+	sqlite3_finalize(st);
 }
 
 static void
@@ -270,9 +309,37 @@ work(void *ctx, void *arg)
 			break;
 		rc = exec_text(h, "DELETE FROM accounts WHERE name = ?1",
 		    j->name, NULL, &changes);
+		if (rc == SQLITE_OK)
+			rc =
+			    exec_text(h, "DELETE FROM certs WHERE account = ?1",
+				j->name, NULL, NULL);
 		if (rc != SQLITE_OK) {
 			log_err("accounts: unregister %s: %s", j->name,
 			    sqlite3_errmsg(h));
+			j->st = ACCT_FAILED;
+		} else if (changes == 0)
+			j->st = ACCT_NOACCOUNT;
+		break;
+	case ACCT_CERT_FIND:
+		cert_find(h, j);
+		break;
+	case ACCT_CERT_ADD:
+		rc = exec_text(h,
+		    "INSERT INTO certs (fingerprint, account, created) "
+		    "VALUES (?2, ?1, ?3) ON CONFLICT (fingerprint) DO NOTHING",
+		    j->name, j->pw, &changes);
+		if (rc != SQLITE_OK) {
+			log_err("accounts: certadd: %s", sqlite3_errmsg(h));
+			j->st = ACCT_FAILED;
+		} else if (changes == 0)
+			j->st = ACCT_EXISTS;
+		break;
+	case ACCT_CERT_DEL:
+		rc = exec_text(h,
+		    "DELETE FROM certs WHERE account = ?1 AND fingerprint = ?2",
+		    j->name, j->pw, &changes);
+		if (rc != SQLITE_OK) {
+			log_err("accounts: certdel: %s", sqlite3_errmsg(h));
 			j->st = ACCT_FAILED;
 		} else if (changes == 0)
 			j->st = ACCT_NOACCOUNT;
@@ -298,8 +365,9 @@ done(uint64_t owner, void *arg)
 	else if ((j->st == ACCT_OK || j->st == ACCT_NOACCOUNT) &&
 	    j->op == ACCT_UNREGISTER)
 		strmap_del(a->names, j->name);
-	else if (j->st == ACCT_NOACCOUNT)
-		strmap_del(a->names, j->name);
+	else if (j->st == ACCT_NOACCOUNT &&
+	    (j->op == ACCT_IDENTIFY || j->op == ACCT_PASSWORD))
+		strmap_del(a->names, j->name); /* gone behind our back */
 	j->fn(owner, j->arg, j->st, j->name);
 	free(j);
 }

@@ -27,6 +27,9 @@ enum acct_op {
 	ACCT_REGISTER, /* name, pw */
 	ACCT_PASSWORD, /* name, pw (old), pw2 (new) */
 	ACCT_UNREGISTER, /* name, pw */
+	ACCT_CERT_FIND, /* pw = fingerprint; the account comes back as name */
+	ACCT_CERT_ADD, /* name, pw = fingerprint */
+	ACCT_CERT_DEL, /* name, pw = fingerprint */
 	ACCT_NOPS
 };
 
@@ -34,7 +37,7 @@ enum acct_status {
 	ACCT_OK,
 	ACCT_BADPASS, /* wrong password (the KDF ran) */
 	ACCT_NOACCOUNT, /* no such account */
-	ACCT_EXISTS, /* register: the name is taken */
+	ACCT_EXISTS, /* register: the name is taken; certadd: bound elsewhere */
 	ACCT_FAILED /* sqlite or KDF error; logged */
 };
 

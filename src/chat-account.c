@@ -19,6 +19,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@ struct authfail {
 struct pending {
 	enum acct_op op;
 	char nick[NICK_BYTES_MAX]; /* the nick as typed (identify/register) */
+	char fp[65]; /* certadd, certdel */
 };
 
 static struct accounts *
@@ -228,6 +230,23 @@ auth_done(uint64_t owner, void *arg, enum acct_status st, const char *name)
 			    "nick %s is registered to you; next time "
 			    "/identify %s PASSWORD",
 			    p->nick, p->nick);
+		} else if (p->op == ACCT_CERT_FIND) {
+			snprintf(p->nick, sizeof p->nick, "%s", name);
+			log_info("auth: %s presented the certificate of %s",
+			    conn_peer(s->conn), name);
+			identified(s, p, name);
+		} else if (p->op == ACCT_CERT_ADD) {
+			log_info("auth: %s bound certificate %s to %s",
+			    conn_peer(s->conn), p->fp, name);
+			notice(s,
+			    "certificate %s is bound to %s; it identifies you "
+			    "when you connect with it",
+			    p->fp, name);
+		} else if (p->op == ACCT_CERT_DEL) {
+			log_info("auth: %s unbound certificate %s from %s",
+			    conn_peer(s->conn), p->fp, name);
+			notice(s, "certificate %s is no longer bound to %s",
+			    p->fp, name);
 		} else if (p->op == ACCT_PASSWORD) {
 			log_info("auth: %s changed the password of %s",
 			    conn_peer(s->conn), name);
@@ -265,10 +284,23 @@ auth_done(uint64_t owner, void *arg, enum acct_status st, const char *name)
 		resume(s);
 		return;
 	case ACCT_NOACCOUNT:
-		error(s, "%s is not registered", name);
+		if (p->op == ACCT_CERT_FIND)
+			notice(s,
+			    "no account is bound to your certificate (/certadd "
+			    "binds it once you are identified)");
+		else if (p->op == ACCT_CERT_DEL)
+			error(s, "certificate %s is not bound to %s", p->fp,
+			    name);
+		else
+			error(s, "%s is not registered", name);
 		break;
 	case ACCT_EXISTS:
-		error(s, "%s is registered already", name);
+		if (p->op == ACCT_CERT_ADD)
+			error(s,
+			    "certificate %s is bound to an account already",
+			    p->fp);
+		else
+			error(s, "%s is registered already", name);
 		break;
 	case ACCT_FAILED:
 		error(s, "account service failed; try again later");
@@ -283,6 +315,7 @@ static void
 submit(struct session *s, enum acct_op op, const char *nick, const char *pw,
     const char *pw2)
 {
+	int password = op <= ACCT_UNREGISTER;
 	char fold[NICK_BYTES_MAX];
 	struct pending *p;
 	unsigned wait;
@@ -293,7 +326,7 @@ submit(struct session *s, enum acct_op op, const char *nick, const char *pw,
 	}
 	if (strlen(nick) >= sizeof fold)
 		return;
-	if ((wait = address_blocked(s)) > 0) {
+	if (password && (wait = address_blocked(s)) > 0) {
 		log_notice("auth: refusing a password from %s: too many "
 			   "failures from that address",
 		    conn_peer(s->conn));
@@ -312,6 +345,8 @@ submit(struct session *s, enum acct_op op, const char *nick, const char *pw,
 	}
 	p->op = op;
 	snprintf(p->nick, sizeof p->nick, "%s", nick);
+	if (op >= ACCT_CERT_FIND)
+		snprintf(p->fp, sizeof p->fp, "%s", pw);
 	name_fold(nick, strlen(nick), fold, sizeof fold);
 	if (accounts_submit(accts(s), op, fold, pw, pw2, s->id, auth_done, p) ==
 	    -1) {
@@ -393,6 +428,69 @@ chat_unregister_cmd(struct session *s, int argc, char **argv)
 	else
 		submit(s, ACCT_UNREGISTER, s->account, argv[0], NULL);
 	OPENSSL_cleanse(argv[0], strlen(argv[0]));
+}
+
+/* A SHA-256 fingerprint in hex (colons, any case) into 64 lowercase digits. */
+static int
+parse_fingerprint(const char *in, char out[65])
+{
+	size_t n = 0;
+
+	for (; *in != '\0'; in++) {
+		if (*in == ':')
+			continue;
+		if (n == 64 || !isxdigit((unsigned char)*in))
+			return -1;
+		out[n++] = (char)tolower((unsigned char)*in);
+	}
+	out[n] = '\0';
+	return n == 64 ? 0 : -1;
+}
+
+static void
+cert_cmd(struct session *s, int argc, char **argv, enum acct_op op)
+{
+	char fp[65];
+
+	if (s->account[0] == '\0') {
+		error(s, "you are not identified; /identify first");
+		return;
+	}
+	if (argc == 0 && s->certfp[0] == '\0') {
+		error(s,
+		    "you did not connect with a client certificate; name "
+		    "its SHA-256 fingerprint");
+		return;
+	}
+	if (parse_fingerprint(argc ? argv[0] : s->certfp, fp) == -1) {
+		error(s, "a fingerprint is 64 hex digits (colons allowed)");
+		return;
+	}
+	submit(s, op, s->account, fp, NULL);
+}
+
+void
+chat_certadd_cmd(struct session *s, int argc, char **argv)
+{
+	cert_cmd(s, argc, argv, ACCT_CERT_ADD);
+}
+
+void
+chat_certdel_cmd(struct session *s, int argc, char **argv)
+{
+	cert_cmd(s, argc, argv, ACCT_CERT_DEL);
+}
+
+void
+chat_account_open(struct session *s)
+{
+	if (conn_peer_fingerprint(s->conn, s->certfp, sizeof s->certfp) == -1) {
+		s->certfp[0] = '\0';
+		return;
+	}
+	notice(s, "your client certificate: SHA-256 %s", s->certfp);
+	if (accts(s) != NULL)
+		submit(s, ACCT_CERT_FIND, "", s->certfp, NULL);
 }
 
 int

@@ -91,6 +91,12 @@ static const struct command commands[] = {
 	chat_password_cmd},
     {"unregister", "PASSWORD", "delete your account", 1, 1,
 	chat_unregister_cmd},
+    {"certadd", "[FINGERPRINT]",
+	"bind your TLS client certificate (or the one named) to your account",
+	0, 1, chat_certadd_cmd},
+    {"certdel", "[FINGERPRINT]",
+	"unbind your TLS client certificate (or the one named)", 0, 1,
+	chat_certdel_cmd},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

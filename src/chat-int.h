@@ -137,6 +137,10 @@ void chat_register_cmd(struct session *s, int argc, char **argv);
 void chat_identify_cmd(struct session *s, int argc, char **argv);
 void chat_password_cmd(struct session *s, int argc, char **argv);
 void chat_unregister_cmd(struct session *s, int argc, char **argv);
+void chat_certadd_cmd(struct session *s, int argc, char **argv);
+void chat_certdel_cmd(struct session *s, int argc, char **argv);
+/* At connect: note a TLS client certificate and look up its account. */
+void chat_account_open(struct session *s);
 /* May s take nick (folded)?  0 and an error told to s if not. */
 int chat_nick_allowed(struct session *s, const char *nick);
 void chat_account_session_free(struct session *s);

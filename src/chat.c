@@ -572,6 +572,7 @@ chat_open(struct conn *c)
 		s->rooms_cap = s->rooms ? cfg->chat_max_rooms_per_client : 0;
 		error(s, "cannot join %s: %s", cfg->chat_default_room, why);
 	}
+	chat_account_open(s);
 	log_debug("chat %s: %s connected", conn_peer(c), s->nick);
 	return 0;
 }

@@ -505,6 +505,20 @@ set_listener_key(struct parse_state *ps, struct listen_config *l,
 		}
 		if (l->tls)
 			l->line = ps->line; /* blame this line for TLS errors */
+	} else if (strcmp(name, "client_certificates") == 0) {
+		if (strcmp(value, "none") == 0)
+			l->client_certs = CLIENT_CERTS_NONE;
+		else if (strcmp(value, "optional") == 0)
+			l->client_certs = CLIENT_CERTS_OPTIONAL;
+		else if (strcmp(value, "required") == 0)
+			l->client_certs = CLIENT_CERTS_REQUIRED;
+		else {
+			set_err(ps,
+			    "client_certificates must be none, optional or "
+			    "required, not \"%s\"",
+			    value);
+			return 0;
+		}
 	} else {
 		set_err(ps, "unknown key \"%s\" in [listen %s]", name, l->name);
 		return 0;
@@ -709,6 +723,13 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 			snprintf(err, errlen,
 			    "%s:%d: [listen %s]: the metrics "
 			    "service is plain HTTP; tls must be no",
+			    cfg->path, l->line, l->name);
+			return -1;
+		}
+		if (l->client_certs != CLIENT_CERTS_NONE && !l->tls) {
+			snprintf(err, errlen,
+			    "%s:%d: [listen %s]: client_certificates needs "
+			    "tls = yes",
 			    cfg->path, l->line, l->name);
 			return -1;
 		}

@@ -12,12 +12,26 @@
 
 enum service_kind { SERVICE_ECHO, SERVICE_CHAT, SERVICE_METRICS };
 
+/* Asking TLS clients for a certificate (client_certificates =). */
+enum client_certs {
+	CLIENT_CERTS_NONE,
+	CLIENT_CERTS_OPTIONAL,
+	CLIENT_CERTS_REQUIRED
+};
+
+/*
+ * The tls value a listener hands to conn_accept: 0 plain, else
+ * 1 + client_certs.
+ */
+#define LISTEN_TLS_MODE(lc) ((lc)->tls ? 1 + (lc)->client_certs : 0)
+
 struct listen_config {
 	char *name; /* the NAME of [listen NAME] */
 	char *address; /* literal or host name */
 	int port;
 	enum service_kind service;
 	int tls;
+	int client_certs; /* enum client_certs; TLS listeners only */
 	int line; /* where the section starts, for messages */
 };
 

@@ -213,6 +213,12 @@ conn_service(const struct conn *c)
 }
 
 int
+conn_peer_fingerprint(const struct conn *c, char *hex, size_t len)
+{
+	return tls_peer_fingerprint(c->ssl, hex, len);
+}
+
+int
 conn_is_tls(const struct conn *c)
 {
 	return c->ssl != NULL;
@@ -538,6 +544,9 @@ conn_accept(struct server *s, const struct conn_service *svc,
 			free(c);
 			return;
 		}
+		if (tls > 1) /* LISTEN_TLS_MODE: asks for a client cert */
+			tls_ask_client_cert(
+			    c->ssl, tls - 1 == CLIENT_CERTS_REQUIRED);
 		/* On failure this has already freed the SSL (and not fd). */
 		c->bev = bufferevent_openssl_socket_new(s->base, fd, c->ssl,
 		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);

@@ -50,7 +50,10 @@ struct conn_service {
 	void (*close)(struct conn *c);
 };
 
-/* Called by the listener for each accepted fd (which the conn then owns). */
+/*
+ * Called by the listener for each accepted fd (which the conn then owns).
+ * tls: 0 plain, else 1 + enum client_certs (LISTEN_TLS_MODE in conf.h).
+ */
 void conn_accept(struct server *s, const struct conn_service *svc,
     const char *listener, int tls, int fd, const struct sockaddr *sa,
     socklen_t salen);
@@ -64,6 +67,8 @@ const char *conn_peer(const struct conn *c); /* "addr:port" */
 const char *conn_peer_ip(const struct conn *c); /* "addr" */
 const char *conn_listener(const struct conn *c);
 const struct conn_service *conn_service(const struct conn *c);
+/* The TLS client certificate's SHA-256 (hex) into hex; -1 if none. */
+int conn_peer_fingerprint(const struct conn *c, char *hex, size_t len);
 int conn_is_tls(const struct conn *c);
 void *conn_data(const struct conn *c);
 void conn_set_data(struct conn *c, void *data);

@@ -42,7 +42,7 @@ struct listener {
 	char *address;
 	int port; /* as configured */
 	int bound_port; /* as bound (differs when port = 0) */
-	int tls;
+	int tls; /* LISTEN_TLS_MODE: 0 plain, else 1 + client_certs */
 	int activated; /* fd came from systemd: never close it on reload */
 	enum service_kind service;
 	const struct conn_service *svc;
@@ -231,7 +231,7 @@ listener_wrap(
 	l->name = strdup(lc->name);
 	l->address = strdup(lc->address);
 	l->port = lc->port;
-	l->tls = lc->tls;
+	l->tls = LISTEN_TLS_MODE(lc);
 	l->service = lc->service;
 	l->svc = service_ops(lc->service);
 	l->activated = activated;
@@ -440,7 +440,7 @@ listeners_update(struct server *s, char *err, size_t errlen)
 			keep = l;
 			continue;
 		}
-		l->tls = lc->tls;
+		l->tls = LISTEN_TLS_MODE(lc);
 		l->service = lc->service;
 		l->svc = service_ops(lc->service);
 		l->next = keep;

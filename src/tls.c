@@ -6,6 +6,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "conf.h"
 #include "log.h"
@@ -92,4 +93,39 @@ tls_ssl_new(SSL_CTX *ctx)
 	if (ssl == NULL)
 		log_ssl_errors(LOG_ERR, "SSL_new");
 	return ssl;
+}
+
+static int
+accept_any(int preverify, X509_STORE_CTX *ctx)
+{
+	(void)preverify;
+	(void)ctx;
+	return 1; /* identity is the fingerprint, not a chain */
+}
+
+void
+tls_ask_client_cert(SSL *ssl, int required)
+{
+	SSL_set_verify(ssl,
+	    SSL_VERIFY_PEER | (required ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+	    accept_any);
+}
+
+int
+tls_peer_fingerprint(SSL *ssl, char *hex, size_t len)
+{
+	static const char digits[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0, i;
+	X509 *cert;
+
+	if (ssl == NULL || (cert = SSL_get0_peer_certificate(ssl)) == NULL ||
+	    X509_digest(cert, EVP_sha256(), md, &n) != 1 || len < 2 * n + 1)
+		return -1;
+	for (i = 0; i < n; i++) {
+		hex[2 * i] = digits[md[i] >> 4];
+		hex[2 * i + 1] = digits[md[i] & 15];
+	}
+	hex[2 * n] = '\0';
+	return 0;
 }
