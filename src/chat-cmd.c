@@ -81,6 +81,10 @@ static const struct command commands[] = {
 	0, 3, chat_kline_cmd},
     {"unkline", "MASK", "(server operators) lift an address ban", 1, 1,
 	chat_unkline_cmd},
+    {"resume", "TOKEN",
+	"take back a disconnected session: nick, rooms and the messages "
+	"missed",
+	1, 1, chat_resume_cmd},
     {"register", "PASSWORD", "register your current nick to you", 1, 1,
 	chat_register_cmd},
     {"identify", "[NICK] PASSWORD",

@@ -66,54 +66,83 @@ emit_row(struct evbuffer *out, const char *room, const struct history_row *row)
 		    row->sender, row->text);
 }
 
+struct replay {
+	char room[ROOM_BYTES_MAX];
+	int64_t since; /* replay only ids above this; -1: a join replay */
+	unsigned limit;
+};
+
 static void
 replay_done(uint64_t owner, void *arg, const struct history_row *rows,
     size_t nrows, const char *err)
 {
-	char *room = arg;
+	struct replay *rp = arg;
+	const char *room = rp->room;
 	struct session *s = session_by_id(owner);
 	struct evbuffer *out;
-	size_t i;
+	size_t i, first = 0;
 
 	if (s == NULL) {
-		free(room);
+		free(rp);
 		return; /* the client left while we looked */
 	}
 	out = conn_output(s->conn);
+	if (rp->since >= 0)
+		while (first < nrows && rows[first].id <= rp->since)
+			first++;
 	if (err != NULL)
 		evbuffer_add_printf(out,
 		    "!!! history of %s unavailable: "
 		    "%s\r\n",
 		    room, err);
-	else if (nrows > 0) {
+	else if (rp->since >= 0) {
+		/* A resume: exactly the lines after since (oldest cut off */
+		/* past the limit, which is said). */
+		if (first == 0 && nrows == rp->limit && nrows > 0 &&
+		    rows[0].id > rp->since + 1)
+			evbuffer_add_printf(out,
+			    "*** %s: perhaps more than %u message(s) missed; "
+			    "the "
+			    "last %u follow\r\n",
+			    room, rp->limit, rp->limit);
+		evbuffer_add_printf(out,
+		    "*** %s: %zu message(s) while you were away:\r\n", room,
+		    nrows - first);
+		for (i = first; i < nrows; i++)
+			emit_row(out, room, &rows[i]);
+		evbuffer_add_printf(
+		    out, "*** %s: end of missed messages\r\n", room);
+	} else if (nrows > 0) {
 		evbuffer_add_printf(
 		    out, "*** %s: last %zu message(s):\r\n", room, nrows);
 		for (i = 0; i < nrows; i++)
 			emit_row(out, room, &rows[i]);
 		evbuffer_add_printf(out, "*** %s: end of history\r\n", room);
 	}
-	free(room);
+	free(rp);
 	if (--s->replaying == 0) {
 		evbuffer_add_buffer(
 		    out, s->held); /* the live lines, in order */
 		/* Now an end of input may close: nothing is held back. */
-		conn_resume(s->conn, PAUSE_REPLAY);
+		conn_resume(s->conn, PAUSE_REPLAY); /* last: may free s */
 	}
 }
 
-void
-chat_replay(struct session *s, struct room *r)
+static void
+replay(struct session *s, struct room *r, int64_t since, unsigned limit)
 {
 	struct history *h = hist(s);
-	unsigned k = s->chat->srv->cfg->history_replay;
-	char *room;
+	struct replay *rp;
 
-	if (h == NULL || k == 0 || (room = strdup(r->name)) == NULL)
+	if (h == NULL || limit == 0 || (rp = calloc(1, sizeof *rp)) == NULL)
 		return;
+	snprintf(rp->room, sizeof rp->room, "%s", r->name);
+	rp->since = since;
+	rp->limit = limit;
 	/* Ids up to here are history; everything after reaches us live. */
-	if (history_replay(h, r->fold, history_last_id(h), k, s->id,
-		replay_done, room) == -1) {
-		free(room);
+	if (history_replay(h, r->fold, history_last_id(h), limit, s->id,
+		replay_done, rp) == -1) {
+		free(rp);
 		return;
 	}
 	/*
@@ -122,6 +151,24 @@ chat_replay(struct session *s, struct room *r)
 	 */
 	if (s->replaying++ == 0)
 		conn_pause(s->conn, PAUSE_REPLAY);
+}
+
+void
+chat_replay(struct session *s, struct room *r)
+{
+	replay(s, r, -1, s->chat->srv->cfg->history_replay);
+}
+
+void
+chat_replay_since(struct session *s, struct room *r, int64_t since_id)
+{
+	replay(s, r, since_id, s->chat->srv->cfg->chat_resume_replay_max);
+}
+
+int64_t
+chat_history_last_id(struct chat *ch)
+{
+	return ch->srv->history ? history_last_id(ch->srv->history) : 0;
 }
 
 struct query {

@@ -18,6 +18,7 @@ struct server;
 struct strmap;
 
 #define NICK_BYTES_MAX (64 * 4 + 1)
+#define SESSION_TOKEN_BYTES 16
 #define ROOM_BYTES_MAX (1 + 64 * 4 + 1)
 
 /*
@@ -71,6 +72,7 @@ struct session {
 	struct event *auth_timer; /* delays the answer to a wrong password */
 	char auth_err[160]; /* that answer */
 	char certfp[65]; /* TLS client certificate SHA-256, hex; "" = none */
+	char token[SESSION_TOKEN_BYTES * 2 + 1]; /* for /resume; "" = none */
 };
 
 struct chat {
@@ -81,6 +83,8 @@ struct chat {
 	uint64_t mark_seq;
 	struct strmap *authfail; /* peer address -> struct authfail */
 	struct strmap *acls; /* folded room name -> struct roomacl */
+	struct strmap *live_tokens; /* token -> live session */
+	struct strmap *parked; /* token -> struct parked (chat-resume.c) */
 };
 
 /* Output (chat.c). */
@@ -104,6 +108,8 @@ void session_become_guest(struct session *s, const char *why);
 int session_set_nick(
     struct session *s, const char *nick, char *why, size_t whylen);
 void session_quit(struct session *s, const char *reason);
+/* Leave every room and give up the nick now, then close (not resumable). */
+void session_retire(struct session *s, const char *reason);
 /* Resume input after a history query answered. */
 void session_continue(struct session *s);
 /* Send b once to everyone sharing a room with s (not s itself). */
@@ -129,6 +135,10 @@ size_t session_queued(struct session *s);
 /* History (chat-history.c). */
 void chat_record(struct session *s, struct room *r, int kind, const char *text);
 void chat_replay(struct session *s, struct room *r);
+/* Replay r's lines with ids above since_id (a resume). */
+void chat_replay_since(struct session *s, struct room *r, int64_t since_id);
+/* The last history id assigned; 0 without history. */
+int64_t chat_history_last_id(struct chat *ch);
 void chat_history_cmd(struct session *s, int argc, char **argv);
 void chat_search_cmd(struct session *s, int argc, char **argv);
 
@@ -172,6 +182,12 @@ void chat_unkline_cmd(struct session *s, int argc, char **argv);
 void chat_klines_load(struct chat *ch);
 /* Is c a chat connection (its data a struct session)? */
 int chat_is_session(const struct conn *c);
+
+/* Resumable sessions (chat-resume.c). */
+void chat_resume_new_token(struct session *s);
+void chat_resume_park(struct session *s);
+void chat_resume_cmd(struct session *s, int argc, char **argv);
+void chat_resume_free(struct chat *ch);
 
 /* Commands (chat-cmd.c). */
 void chat_command(struct session *s, char *line);

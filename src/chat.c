@@ -323,6 +323,17 @@ leave_all(struct session *s, const char *reason)
 }
 
 void
+session_retire(struct session *s, const char *reason)
+{
+	leave_all(s, reason);
+	if (s->fold[0] != '\0')
+		strmap_del(s->chat->nicks, s->fold);
+	s->fold[0] = '\0';
+	s->quitting = 1;
+	conn_close(s->conn, reason);
+}
+
+void
 session_quit(struct session *s, const char *reason)
 {
 	leave_all(s, reason);
@@ -546,6 +557,7 @@ chat_open(struct conn *c)
 	    "welcome to parley, %s. Type /help for commands, "
 	    "/nick NAME to choose a nick.",
 	    s->nick);
+	chat_resume_new_token(s);
 	r = room_get_or_create(ch, cfg->chat_default_room, why, sizeof why);
 	if (r != NULL && (bad = chat_room_admit(s, r, NULL)) != NULL) {
 		snprintf(why, sizeof why, "%s", bad);
@@ -608,6 +620,7 @@ chat_close(struct conn *c)
 
 	if (s == NULL)
 		return;
+	chat_resume_park(s); /* while its rooms are still joined */
 	if (!s->quitting)
 		leave_all(
 		    s, conn_eof(c) ? "connection closed" : "connection lost");
@@ -641,7 +654,9 @@ chat_new(struct server *srv)
 	if ((ch->nicks = strmap_new()) == NULL ||
 	    (ch->rooms = strmap_new()) == NULL ||
 	    (ch->authfail = strmap_new()) == NULL ||
-	    (ch->acls = strmap_new()) == NULL) {
+	    (ch->acls = strmap_new()) == NULL ||
+	    (ch->live_tokens = strmap_new()) == NULL ||
+	    (ch->parked = strmap_new()) == NULL) {
 		chat_free(ch);
 		return NULL;
 	}
@@ -656,6 +671,7 @@ chat_free(struct chat *ch)
 	if (ch->rooms != NULL)
 		room_free_all(ch);
 	chat_rooms_free(ch);
+	chat_resume_free(ch);
 	strmap_free(ch->rooms);
 	strmap_free(ch->nicks);
 	chat_account_free(ch);

@@ -80,6 +80,10 @@ static const struct key keys[] = {
     {"chat", "max_rooms", K_UINT, OFF(chat_max_rooms), 1, 1000000},
     {"chat", "room_list_max", K_UINT, OFF(chat_room_list_max), 1, 100000},
     {"chat", "room_key_length", K_UINT, OFF(chat_room_key_max), 1, 256},
+    {"chat", "resume_window", K_DURATION, OFF(chat_resume_window_ms), 0, DAY},
+    {"chat", "resume_max_sessions", K_UINT, OFF(chat_resume_max), 1, 1000000},
+    {"chat", "resume_replay_max", K_UINT, OFF(chat_resume_replay_max), 1,
+	10000},
     {"chat", "flood_rate", K_UINT, OFF(chat_flood_rate), 1, 1000000},
     {"chat", "flood_burst", K_UINT, OFF(chat_flood_burst), 1, 1000000},
     {"chat", "output_soft_limit", K_SIZE, OFF(chat_output_soft_limit), 1024,
@@ -300,6 +304,9 @@ config_new(void)
 	cfg->chat_max_rooms = 10000;
 	cfg->chat_room_list_max = 256;
 	cfg->chat_room_key_max = 64;
+	cfg->chat_resume_window_ms = 10 * 60 * 1000;
+	cfg->chat_resume_max = 10000;
+	cfg->chat_resume_replay_max = 1000;
 	cfg->chat_flood_rate = 10;
 	cfg->chat_flood_burst = 20;
 	cfg->chat_output_soft_limit = 256 * 1024;

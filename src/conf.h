@@ -78,6 +78,9 @@ struct config {
 	unsigned chat_max_rooms; /* rooms on the server */
 	unsigned chat_room_list_max; /* owners, bans, invites per room, each */
 	unsigned chat_room_key_max; /* bytes */
+	uint64_t chat_resume_window_ms; /* 0 = no resumable sessions */
+	unsigned chat_resume_max; /* sessions parked at once */
+	unsigned chat_resume_replay_max; /* lines replayed per room */
 
 	/* [history] */
 	int history_enabled;

@@ -1,0 +1,337 @@
+/*
+ * Resumable sessions.
+ *
+ * Every chat client gets a session token in its greeting: 128 random
+ * bits in hex, a bearer credential shown once.  When the connection ends
+ * (not by /quit, /kill or a ban) the session is parked under its token
+ * for resume_window: its nick, account, certificate, rooms (in order,
+ * the current one last) and the last history id assigned at that moment.
+ *
+ * /resume TOKEN on a new connection takes the parked session: the nick
+ * back (its holder renamed to a guest if the nick is registered to the
+ * parked session's account; otherwise the nick is kept only if free),
+ * the identification, the rooms -- and, per room, exactly the lines
+ * stored after the parked id, by message id, through the same held-output
+ * seam as a join replay (chat-history.c): nothing missing, nothing twice.
+ * The rooms the new connection is in and the parked session was not are
+ * left.  /resume of a live session's token takes it over (the old
+ * connection is closed first, and parked).  A new token replaces the old.
+ *
+ * Lines that were queued to the old connection but never read are not
+ * known to be missed and are not replayed.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "chat-int.h"
+#include "clock.h"
+#include "conf.h"
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+#include "strmap.h"
+#include "text.h"
+
+struct parked {
+	char token[SESSION_TOKEN_BYTES * 2 + 1];
+	char nick[NICK_BYTES_MAX];
+	char account[NICK_BYTES_MAX];
+	char certfp[65];
+	char **rooms; /* display names, the current one last */
+	size_t nrooms;
+	int64_t last_id;
+	uint64_t expires_ms; /* monotonic */
+};
+
+static void
+parked_free(struct parked *p)
+{
+	size_t i;
+
+	if (p == NULL)
+		return;
+	for (i = 0; i < p->nrooms; i++)
+		free(p->rooms[i]);
+	free(p->rooms);
+	OPENSSL_cleanse(p->token, sizeof p->token);
+	free(p);
+}
+
+void
+chat_resume_new_token(struct session *s)
+{
+	unsigned char raw[SESSION_TOKEN_BYTES];
+	size_t i;
+
+	if (s->token[0] != '\0')
+		strmap_del(s->chat->live_tokens, s->token);
+	s->token[0] = '\0';
+	if (s->chat->srv->cfg->chat_resume_window_ms == 0 ||
+	    RAND_bytes(raw, sizeof raw) != 1)
+		return;
+	for (i = 0; i < sizeof raw; i++)
+		snprintf(s->token + 2 * i, 3, "%02x", raw[i]);
+	if (strmap_put(s->chat->live_tokens, s->token, s) == -1) {
+		s->token[0] = '\0';
+		return;
+	}
+	notice(s,
+	    "session token %s: /resume %s on a new connection within %llu s "
+	    "gets this session back",
+	    s->token, s->token,
+	    (unsigned long long)(s->chat->srv->cfg->chat_resume_window_ms /
+		1000));
+}
+
+struct expire {
+	uint64_t now;
+	char **keys;
+	size_t n;
+};
+
+static void
+expire_cb(const char *key, void *value, void *arg)
+{
+	struct expire *e = arg;
+
+	if (((struct parked *)value)->expires_ms <= e->now)
+		e->keys[e->n++] = strdup(key);
+}
+
+static void
+expire(struct chat *ch)
+{
+	struct expire e = {clock_mono_ms(), NULL, 0};
+	size_t i;
+
+	if (strmap_count(ch->parked) == 0 ||
+	    (e.keys = calloc(strmap_count(ch->parked), sizeof *e.keys)) == NULL)
+		return;
+	strmap_foreach(ch->parked, expire_cb, &e);
+	for (i = 0; i < e.n; i++) {
+		if (e.keys[i] != NULL)
+			parked_free(strmap_del(ch->parked, e.keys[i]));
+		free(e.keys[i]);
+	}
+	free(e.keys);
+}
+
+/* At close: keep what /resume needs.  Rooms are still joined. */
+void
+chat_resume_park(struct session *s)
+{
+	struct chat *ch = s->chat;
+	const struct config *cfg = ch->srv->cfg;
+	struct parked *p;
+	size_t i;
+
+	if (s->token[0] == '\0')
+		return;
+	strmap_del(ch->live_tokens, s->token);
+	if (s->quitting || cfg->chat_resume_window_ms == 0)
+		return;
+	if (strmap_count(ch->parked) >= cfg->chat_resume_max)
+		expire(ch);
+	if (strmap_count(ch->parked) >= cfg->chat_resume_max) {
+		log_notice("chat: %u sessions parked already "
+			   "(resume_max_sessions); %s cannot be resumed",
+		    cfg->chat_resume_max, s->nick);
+		return;
+	}
+	if ((p = calloc(1, sizeof *p)) == NULL ||
+	    (s->nrooms > 0 &&
+		(p->rooms = calloc(s->nrooms, sizeof *p->rooms)) == NULL)) {
+		free(p);
+		return;
+	}
+	snprintf(p->token, sizeof p->token, "%s", s->token);
+	snprintf(p->nick, sizeof p->nick, "%s", s->nick);
+	snprintf(p->account, sizeof p->account, "%s", s->account);
+	snprintf(p->certfp, sizeof p->certfp, "%s", s->certfp);
+	for (i = 0; i < s->nrooms; i++)
+		if ((p->rooms[p->nrooms] = strdup(s->rooms[i]->name)) != NULL)
+			p->nrooms++;
+	p->last_id = chat_history_last_id(ch);
+	p->expires_ms = clock_mono_ms() + cfg->chat_resume_window_ms;
+	if (strmap_put(ch->parked, p->token, p) == -1)
+		parked_free(p);
+}
+
+static void
+take_nick(struct session *s, const struct parked *p)
+{
+	struct session *holder = session_by_nick(s->chat, p->nick);
+	char why[600], fold[NICK_BYTES_MAX];
+
+	if (strcmp(s->nick, p->nick) == 0)
+		return;
+	name_fold(p->nick, strlen(p->nick), fold, sizeof fold);
+	if (holder != NULL && holder != s) {
+		if (p->account[0] == '\0' || strcmp(p->account, fold) != 0) {
+			notice(s, "your nick %s is taken now; you stay %s",
+			    p->nick, s->nick);
+			return;
+		}
+		snprintf(why, sizeof why,
+		    "nick %s is registered and its owner has come back; you "
+		    "are renamed",
+		    holder->nick);
+		session_become_guest(holder, why);
+	}
+	if (session_rename(s, p->nick, why, sizeof why) == -1)
+		notice(s, "cannot take back your nick %s: %s", p->nick, why);
+}
+
+static void
+leave_room(struct session *s, struct room *r)
+{
+	struct blob *b;
+	size_t i;
+
+	for (i = 0; i < s->nrooms && s->rooms[i] != r; i++)
+		;
+	if (i == s->nrooms)
+		return;
+	memmove(&s->rooms[i], &s->rooms[i + 1],
+	    (s->nrooms - i - 1) * sizeof *s->rooms);
+	s->nrooms--;
+	b = blob_printf("*** %s: %s has left", r->name, s->nick);
+	room_broadcast(r, s, b);
+	blob_unref(b);
+	room_remove(s->chat, r, s);
+}
+
+static int
+parked_has(const struct parked *p, const struct room *r)
+{
+	char fold[ROOM_BYTES_MAX];
+	size_t i;
+
+	for (i = 0; i < p->nrooms; i++) {
+		name_fold(p->rooms[i], strlen(p->rooms[i]), fold, sizeof fold);
+		if (strcmp(fold, r->fold) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void
+rejoin(struct session *s, const struct parked *p, const char *name)
+{
+	struct room *r;
+	struct blob *b;
+	const char *bad;
+	char why[256];
+	size_t i;
+
+	if ((r = room_get_or_create(s->chat, name, why, sizeof why)) == NULL) {
+		error(s, "cannot rejoin %s: %s", name, why);
+		return;
+	}
+	if (session_in_room(s, r)) {
+		/* Make it current (the parked order is kept). */
+		for (i = 0; i < s->nrooms && s->rooms[i] != r; i++)
+			;
+		memmove(&s->rooms[i], &s->rooms[i + 1],
+		    (s->nrooms - i - 1) * sizeof *s->rooms);
+		s->rooms[s->nrooms - 1] = r;
+	} else {
+		/* Bans and keys set meanwhile still count (no key kept). */
+		if ((bad = chat_room_admit(s, r, NULL)) != NULL) {
+			error(s, "cannot rejoin %s: %s", r->name, bad);
+			room_drop_if_empty(s->chat, r);
+			return;
+		}
+		if (s->nrooms >= s->rooms_cap || room_add(r, s) == -1) {
+			error(s, "cannot rejoin %s", r->name);
+			room_drop_if_empty(s->chat, r);
+			return;
+		}
+		s->rooms[s->nrooms++] = r;
+		b = blob_printf("*** %s: %s has joined", r->name, s->nick);
+		room_broadcast(r, s, b);
+		blob_unref(b);
+	}
+	notice(s, "you are back in %s (%zu here)", r->name, r->live);
+	chat_replay_since(s, r, p->last_id);
+}
+
+void
+chat_resume_cmd(struct session *s, int argc, char **argv)
+{
+	struct chat *ch = s->chat;
+	struct parked *p;
+	struct session *old;
+	size_t i;
+
+	(void)argc;
+	if (ch->srv->cfg->chat_resume_window_ms == 0) {
+		error(s, "sessions cannot be resumed on this server");
+		return;
+	}
+	if (strcmp(argv[0], s->token) == 0) {
+		error(s, "that is this session's token");
+		return;
+	}
+	if ((old = strmap_get(ch->live_tokens, argv[0])) != NULL) {
+		/* Take over a live session: close it, which parks it. */
+		notice(old, "this session was resumed on another connection");
+		chat_resume_park(old);
+		old->token[0] = '\0';
+		session_retire(old, "resumed elsewhere");
+	}
+	p = strmap_get(ch->parked, argv[0]);
+	if (p != NULL && p->expires_ms <= clock_mono_ms()) {
+		parked_free(strmap_del(ch->parked, argv[0]));
+		p = NULL;
+	}
+	if (p == NULL) {
+		error(s,
+		    "no session to resume with that token (expired, "
+		    "used, or never given)");
+		return;
+	}
+	strmap_del(ch->parked, argv[0]);
+	log_info(
+	    "chat: %s resumed the session of %s", conn_peer(s->conn), p->nick);
+	notice(s, "resuming the session of %s", p->nick);
+	/* The identification travels with the token. */
+	snprintf(s->account, sizeof s->account, "%s", p->account);
+	if (s->certfp[0] == '\0')
+		snprintf(s->certfp, sizeof s->certfp, "%s", p->certfp);
+	take_nick(s, p);
+	/* Leave what the new connection joined and the old one was not in. */
+	for (i = s->nrooms; i-- > 0;)
+		if (!parked_has(p, s->rooms[i]))
+			leave_room(s, s->rooms[i]);
+	for (i = 0; i < p->nrooms; i++)
+		rejoin(s, p, p->rooms[i]);
+	notice(s, "session resumed");
+	chat_resume_new_token(s);
+	parked_free(p);
+}
+
+static void
+free_cb(const char *key, void *value, void *arg)
+{
+	(void)key;
+	(void)arg;
+	parked_free(value);
+}
+
+void
+chat_resume_free(struct chat *ch)
+{
+	if (ch->parked != NULL) {
+		strmap_foreach(ch->parked, free_cb, NULL);
+		strmap_free(ch->parked);
+	}
+	strmap_free(ch->live_tokens);
+	ch->parked = ch->live_tokens = NULL;
+}
