@@ -256,6 +256,7 @@ auth_done(uint64_t owner, void *arg, enum acct_status st, const char *name)
 			    name);
 			if (strcmp(s->account, name) == 0)
 				s->account[0] = '\0';
+			chat_rooms_forget_owner(s->chat, name);
 			notice(s, "account %s deleted", name);
 		}
 		break;

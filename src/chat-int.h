@@ -160,6 +160,8 @@ void chat_account_free(struct chat *ch);
 void chat_rooms_load(struct chat *ch);
 void chat_rooms_free(struct chat *ch);
 void chat_room_created(struct chat *ch, struct room *r);
+/* An account was deleted: it owns no room any more. */
+void chat_rooms_forget_owner(struct chat *ch, const char *account);
 void chat_room_gone(struct chat *ch, struct room *r);
 /* s just created r by joining it. */
 void chat_room_creator(struct session *s, struct room *r);

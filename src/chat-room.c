@@ -246,6 +246,35 @@ chat_room_gone(struct chat *ch, struct room *r)
 	r->acl = NULL;
 }
 
+struct forget {
+	struct chat *ch;
+	const char *account;
+};
+
+static void
+forget_cb(const char *key, void *value, void *arg)
+{
+	struct forget *f = arg;
+	struct roomacl *a = value;
+
+	(void)key;
+	if (list_del(&a->owners, f->account))
+		acl_save(f->ch, a); /* with no owners left: deleted */
+}
+
+void
+chat_rooms_forget_owner(struct chat *ch, const char *account)
+{
+	struct forget f = {ch, account};
+
+	/*
+	 * A deleted account owns nothing: whoever registers the name next
+	 * must not inherit its rooms.  An acl left without owners stays
+	 * until its room empties (or now, if it has none).
+	 */
+	strmap_foreach(ch->acls, forget_cb, &f);
+}
+
 static void
 free_acl_cb(const char *key, void *value, void *arg)
 {

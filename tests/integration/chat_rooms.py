@@ -150,6 +150,11 @@ async def after_restart(t, srv):
     got = await ans(alice, "/mode -i", r"^!!! |set mode")
     t.like(got, r"set mode -i", "the identified owner is an operator")
     t.like(await joined(eve, "#sec", "s3cret"), r"you joined", "with -i the key lets in again")
+    got = await ans(alice, "/unregister alicepass", r"account alice deleted|^!!! ")
+    t.like(got, r"account alice deleted", "the owner deletes its account")
+    got = await ans(alice, "/mode", r"#sec modes")
+    t.like(got, r"^\*\*\* #sec modes: -i \+k; owners: none$",
+           "a deleted account owns nothing (the next registrant of the name inherits nothing)")
     await cc.close_all([dave, eve, alice])
 
 
