@@ -330,6 +330,7 @@ session_retire(struct session *s, const char *reason)
 		strmap_del(s->chat->nicks, s->fold);
 	s->fold[0] = '\0';
 	s->quitting = 1;
+	evbuffer_add_buffer(conn_output(s->conn), s->held); /* as in quit */
 	conn_close(s->conn, reason);
 }
 
@@ -339,6 +340,11 @@ session_quit(struct session *s, const char *reason)
 	leave_all(s, reason);
 	s->quitting = 1;
 	notice(s, "goodbye");
+	/*
+	 * Output held behind a replay still in flight would be lost (the
+	 * replay's answer finds the conn closing and drops it): send it now.
+	 */
+	evbuffer_add_buffer(conn_output(s->conn), s->held);
 	conn_close(s->conn, "quit");
 }
 
