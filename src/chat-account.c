@@ -224,6 +224,7 @@ auth_done(uint64_t owner, void *arg, enum acct_status st, const char *name)
 			identified(s, p, name);
 		else if (p->op == ACCT_REGISTER) {
 			snprintf(s->account, sizeof s->account, "%s", name);
+			s->registrations++;
 			log_info(
 			    "auth: %s registered %s", conn_peer(s->conn), name);
 			notice(s,
@@ -381,6 +382,14 @@ chat_register_cmd(struct session *s, int argc, char **argv)
 	}
 	if (accounts_registered(accts(s), s->fold)) {
 		error(s, "%s is registered already", s->nick);
+		return;
+	}
+	if (s->registrations >= cfg_of(s)->accounts_registrations) {
+		error(s,
+		    "this connection has registered %u nick(s), the most it "
+		    "may",
+		    s->registrations);
+		OPENSSL_cleanse(argv[0], strlen(argv[0]));
 		return;
 	}
 	if (password_ok(s, argv[0]))

@@ -69,6 +69,7 @@ struct session {
 	struct telnet telnet; /* negotiation state of a telnet client */
 	char account[NICK_BYTES_MAX]; /* identified as (folded); "" = not */
 	unsigned auth_fails; /* wrong passwords on this connection */
+	unsigned registrations; /* accounts registered by this connection */
 	struct event *auth_timer; /* delays the answer to a wrong password */
 	char auth_err[160]; /* that answer */
 	char certfp[65]; /* TLS client certificate SHA-256, hex; "" = none */

@@ -122,6 +122,8 @@ static const struct key keys[] = {
 	OFF(accounts_failures_per_address), 0, 1000000},
     {"accounts", "failure_window", K_DURATION, OFF(accounts_failure_window_ms),
 	1000, DAY},
+    {"accounts", "registrations_per_connection", K_UINT,
+	OFF(accounts_registrations), 1, 1000},
     {"accounts", "threads", K_UINT, OFF(accounts_threads), 1, 64},
     {"accounts", "queue_limit", K_UINT, OFF(accounts_queue_limit), 1, 1000000},
 };
@@ -331,6 +333,7 @@ config_new(void)
 	cfg->accounts_failure_delay_max_ms = 30 * 1000;
 	cfg->accounts_failures_per_address = 10;
 	cfg->accounts_failure_window_ms = 10 * 60 * 1000;
+	cfg->accounts_registrations = 3;
 	cfg->accounts_threads = 2;
 	cfg->accounts_queue_limit = 256;
 	return cfg;

@@ -106,6 +106,7 @@ struct config {
 	uint64_t accounts_failure_delay_max_ms; /* doubling stops here */
 	unsigned accounts_failures_per_address; /* bucket size; 0 = no limit */
 	uint64_t accounts_failure_window_ms; /* the bucket refills in this */
+	unsigned accounts_registrations; /* per connection */
 	unsigned accounts_threads;
 	unsigned accounts_queue_limit;
 

