@@ -205,6 +205,34 @@ identified(struct session *s, const struct pending *p, const char *name)
 }
 
 static void
+unidentify_cb(const char *key, void *value, void *arg)
+{
+	struct session *m = value;
+
+	(void)key;
+	if (strcmp(m->account, (const char *)arg) == 0) {
+		m->account[0] = '\0';
+		notice(m,
+		    "account %s was deleted; you are no longer "
+		    "identified",
+		    (const char *)arg);
+	}
+}
+
+/*
+ * A deleted account is forgotten everywhere, so that whoever registers
+ * the name next inherits nothing: no live or parked session stays
+ * identified to it, and it owns no room.
+ */
+static void
+forget_account(struct chat *ch, const char *name)
+{
+	strmap_foreach(ch->nicks, unidentify_cb, (void *)name);
+	chat_resume_forget_account(ch, name);
+	chat_rooms_forget_owner(ch, name);
+}
+
+static void
 auth_done(uint64_t owner, void *arg, enum acct_status st, const char *name)
 {
 	struct pending *p = arg;
@@ -256,8 +284,8 @@ auth_done(uint64_t owner, void *arg, enum acct_status st, const char *name)
 			log_info("auth: %s unregistered %s", conn_peer(s->conn),
 			    name);
 			if (strcmp(s->account, name) == 0)
-				s->account[0] = '\0';
-			chat_rooms_forget_owner(s->chat, name);
+				s->account[0] = '\0'; /* told below */
+			forget_account(s->chat, name);
 			notice(s, "account %s deleted", name);
 		}
 		break;

@@ -191,6 +191,8 @@ void chat_resume_new_token(struct session *s);
 void chat_resume_park(struct session *s);
 void chat_resume_cmd(struct session *s, int argc, char **argv);
 void chat_resume_free(struct chat *ch);
+/* An account was deleted: parked sessions are no longer identified to it. */
+void chat_resume_forget_account(struct chat *ch, const char *account);
 
 /* Commands (chat-cmd.c). */
 void chat_command(struct session *s, char *line);

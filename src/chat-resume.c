@@ -318,6 +318,22 @@ chat_resume_cmd(struct session *s, int argc, char **argv)
 }
 
 static void
+forget_cb(const char *key, void *value, void *arg)
+{
+	struct parked *p = value;
+
+	(void)key;
+	if (strcmp(p->account, (const char *)arg) == 0)
+		p->account[0] = '\0';
+}
+
+void
+chat_resume_forget_account(struct chat *ch, const char *account)
+{
+	strmap_foreach(ch->parked, forget_cb, (void *)account);
+}
+
+static void
 free_cb(const char *key, void *value, void *arg)
 {
 	(void)key;

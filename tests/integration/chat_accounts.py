@@ -137,17 +137,23 @@ async def after_restart(t, srv):
     t.ok(got and re.match(r"^\*\*\* (you are now known as bob|you are identified)", got),
          "after a restart the password still works", got)
     await g.expect(r"identified as bob", timeout=5)
+    k = await cc.Chat.open(srv.port(), label="second")
+    got = await reply(k, "/identify bob newpassword1")
+    await k.expect(r"identified as bob", timeout=5)
+    await g.expect(r"^\*\*\* nick bob is registered and its owner has identified", timeout=5)
+    await g.expect(r"you are now known as guest\d+", timeout=5)
     got = await reply(g, "/unregister wrong-password")
     t.like(got, r"^!!! wrong password", "/unregister needs the password")
     got = await reply(g, "/unregister newpassword1")
     t.like(got, r"^\*\*\* account bob deleted$", "/unregister deletes the account")
+    m = await k.expect(r"^\*\*\* account bob was deleted; you are no longer identified$")
+    t.ok(m, "every session identified to a deleted account stops being identified")
     h = await cc.Chat.open(srv.port(), label="free")
-    await g.send("/nick gone")
-    await g.expect("known as gone")
+    await k.send("/nick gone")
+    await k.expect("known as gone")
     m = await h.cmd("/nick bob", REPLY)
     t.like(m and m.string, r"^\*\*\* you are now known as bob", "an unregistered nick is free again")
-    await g.close()
-    await h.close()
+    await cc.close_all([g, h, k])
 
 
 async def per_address(t, srv):
