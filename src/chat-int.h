@@ -170,6 +170,8 @@ void chat_room_creator(struct session *s, struct room *r);
 const char *chat_room_admit(struct session *s, struct room *r, const char *key);
 int chat_room_is_op(const struct room *r, const struct session *s);
 int chat_room_has_key(const struct room *r);
+/* A resumed session keeps the operator status of the conn it replaces. */
+void chat_room_take_op(struct room *r, uint64_t old_id, struct session *s);
 void chat_kick_cmd(struct session *s, int argc, char **argv);
 void chat_invite_cmd(struct session *s, int argc, char **argv);
 void chat_ban_cmd(struct session *s, int argc, char **argv);

@@ -10,7 +10,8 @@
  * /resume TOKEN on a new connection takes the parked session: the nick
  * back (its holder renamed to a guest if the nick is registered to the
  * parked session's account; otherwise the nick is kept only if free),
- * the identification, the rooms -- and, per room, exactly the lines
+ * the identification, the rooms (with operator status in those that
+ * still exist) -- and, per room, exactly the lines
  * stored after the parked id, by message id, through the same held-output
  * seam as a join replay (chat-history.c): nothing missing, nothing twice.
  * The rooms the new connection is in and the parked session was not are
@@ -46,6 +47,7 @@ struct parked {
 	char **rooms; /* display names, the current one last */
 	size_t nrooms;
 	int64_t last_id;
+	uint64_t old_id; /* conn id, for room operator status */
 	uint64_t expires_ms; /* monotonic */
 };
 
@@ -158,6 +160,7 @@ chat_resume_park(struct session *s)
 		if ((p->rooms[p->nrooms] = strdup(s->rooms[i]->name)) != NULL)
 			p->nrooms++;
 	p->last_id = chat_history_last_id(ch);
+	p->old_id = s->id;
 	p->expires_ms = clock_mono_ms() + cfg->chat_resume_window_ms;
 	if (strmap_put(ch->parked, p->token, p) == -1)
 		parked_free(p);
@@ -258,6 +261,7 @@ rejoin(struct session *s, const struct parked *p, const char *name)
 		room_broadcast(r, s, b);
 		blob_unref(b);
 	}
+	chat_room_take_op(r, p->old_id, s);
 	notice(s, "you are back in %s (%zu here)", r->name, r->live);
 	chat_replay_since(s, r, p->last_id);
 }

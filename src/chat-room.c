@@ -341,6 +341,16 @@ del_op(struct room *r, struct session *s)
 			r->ops[i] = r->ops[--r->nops];
 }
 
+void
+chat_room_take_op(struct room *r, uint64_t old_id, struct session *s)
+{
+	size_t i;
+
+	for (i = 0; i < r->nops; i++)
+		if (r->ops[i] == old_id)
+			r->ops[i] = s->id;
+}
+
 static struct roomacl *
 acl_of(struct chat *ch, struct room *r)
 {

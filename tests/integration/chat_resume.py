@@ -56,11 +56,19 @@ async def scenario(t, srv):
     await b.expect("#a is now your current room")
     await b.say("before-a")
     t.ok(await a.expect(r"^#a <bob> before-a$"), "ann sees bob before leaving")
+    await a.send("/join #ops")
+    await a.expect(r"you joined #ops")
+    await b.send("/join #ops")
+    await b.expect(r"you joined #ops")
+    await b.send("/join #a")
+    await b.expect("#a is now your current room")
+    await a.send("/join #b")
+    await a.expect("#b is now your current room")
     await a.sync()
     await a.close()
     t.ok(await b.expect(r"^\*\*\* ann has quit"), "ann's connection ends")
 
-    sent = {"#a": [], "#b": [], "#lobby": []}
+    sent = {"#a": [], "#b": [], "#lobby": [], "#ops": []}
     for i in range(3):
         await b.say("away-a-%d" % i)
         sent["#a"].append("away-a-%d" % i)
@@ -81,18 +89,18 @@ async def scenario(t, srv):
     lines, ok = await until(c, r"^\*\*\* session token [0-9a-f]{32}")
     t.ok(ok, "/resume answers", repr(lines[-5:]))
     t.ok(any(re.match(r"^\*\*\* you are now known as ann$", l) for l in lines), "the nick is back")
-    for r in ("#lobby", "#a", "#b"):
+    for r in ("#lobby", "#a", "#b", "#ops"):
         t.ok(any(l.startswith("*** you are back in %s " % r) for l in lines), "back in %s" % r)
     # wait until every replay has ended
     ends = sum(1 for l in lines if re.match(r"^\*\*\* #\S+: end of missed messages$", l))
-    while ends < 3:
+    while ends < 4:
         more, ok = await until(c, r"^\*\*\* #\S+: end of missed messages$")
         if not ok:
             break
         lines += more
         ends += 1
-    t.is_(ends, 3, "one replay of missed messages per room")
-    for r in ("#a", "#b", "#lobby"):
+    t.is_(ends, 4, "one replay of missed messages per room")
+    for r in ("#a", "#b", "#lobby", "#ops"):
         got = [re.sub(r"^\S+ \[[^]]+\] <bob> ", "", l) for l in lines
                if re.match(r"^%s \[[^]]+\] <" % re.escape(r), l)]
         t.is_(got, sent[r], "%s: exactly the messages missed, in order" % r)
@@ -104,6 +112,8 @@ async def scenario(t, srv):
     t.ok(m, "live lines follow")
     await c.say("i am back")
     t.ok(await b.expect(r"^#b <ann> i am back$"), "the current room (#b) is restored")
+    m = await c.cmd("/mode #ops +i", r"^!!! |set mode")
+    t.like(m and m.string, r"set mode \+i", "operator status in a room that still exists is kept")
     lines = await c.sync()
     t.ok(not any("away-" in cc._text(l) for l in lines), "nothing replayed twice")
 
