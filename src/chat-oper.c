@@ -200,6 +200,7 @@ chat_kline_cmd(struct session *s, int argc, char **argv)
 	struct acct_kline k;
 	struct listing l = {s, 0};
 	struct sweep sw;
+	char mask[80];
 	uint64_t ms = 0;
 	const char *reason = argc > 2 ? argv[2] : "no reason";
 
@@ -220,6 +221,9 @@ chat_kline_cmd(struct session *s, int argc, char **argv)
 		    "for ever; e.g. 30m, 1d)");
 		return;
 	}
+	/* Addresses are matched as inet_ntop writes them: lowercase. */
+	name_fold(argv[0], strlen(argv[0]), mask, sizeof mask);
+	argv[0] = mask;
 	if (fnmatch(argv[0], conn_peer_ip(s->conn), 0) == 0) {
 		error(s, "%s matches your own address; not banned", argv[0]);
 		return;
@@ -249,11 +253,15 @@ void
 chat_unkline_cmd(struct session *s, int argc, char **argv)
 {
 	struct server *srv = s->chat->srv;
-	struct acct_kline k = {argv[0], 0, "", ""};
+	struct acct_kline k = {NULL, 0, "", ""};
+	char mask[80];
 
 	(void)argc;
 	if (!need_op(s))
 		return;
+	name_fold(argv[0], strlen(argv[0]), mask, sizeof mask);
+	argv[0] = mask;
+	k.mask = mask;
 	if (!gate_kline_del(srv->gate, argv[0])) {
 		error(s, "%s is not banned", argv[0]);
 		return;

@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "chat.h"
 #include "conn.h"
+#include "gate.h"
 #include "history.h"
 #include "metrics.h"
 #include "server.h"
@@ -110,6 +111,7 @@ render(struct metrics *m, struct evbuffer *b)
 	const struct server_stats *st = &s->stats;
 	struct tally t = {NULL, 0, 0};
 	struct history_stats hs;
+	struct gate_stats gs;
 	struct workq_stats ws;
 	size_t i;
 	int j;
@@ -133,13 +135,20 @@ render(struct metrics *m, struct evbuffer *b)
 	GAUGE("rooms", "Chat rooms.", "%zu",
 	    s->chat ? chat_room_count(s->chat) : 0);
 	COUNTER("accepted_total", "Connections accepted.", st->accepted);
+	memset(&gs, 0, sizeof gs);
+	if (s->gate != NULL)
+		gate_stats(s->gate, &gs);
 	evbuffer_add_printf(b,
 	    "# HELP parley_refused_total Connections refused at accept.\n"
 	    "# TYPE parley_refused_total counter\n"
 	    "parley_refused_total{reason=\"full\"} %llu\n"
-	    "parley_refused_total{reason=\"per_ip\"} %llu\n",
+	    "parley_refused_total{reason=\"per_ip\"} %llu\n"
+	    "parley_refused_total{reason=\"rate\"} %llu\n"
+	    "parley_refused_total{reason=\"banned\"} %llu\n",
 	    (unsigned long long)st->refused_full,
-	    (unsigned long long)st->refused_per_ip);
+	    (unsigned long long)st->refused_per_ip,
+	    (unsigned long long)gs.refused_rate,
+	    (unsigned long long)gs.refused_banned);
 	COUNTER("accept_errors_total", "accept() failures (e.g. EMFILE).",
 	    st->accept_errors);
 	COUNTER("tls_handshakes_total", "Completed TLS handshakes.",

@@ -7,6 +7,7 @@ connections (max_connections_per_ip) are limited as before."""
 
 import asyncio
 import os
+import re
 import socket
 import sys
 import time
@@ -40,8 +41,11 @@ def raw(port, timeout=3):
 
 
 def main(t):
-    with cc.chat_server(tls=True, server={"connection_rate_per_ip": str(PER_MIN),
-                                          "connection_burst_per_ip": str(BURST)}) as srv:
+    with pt.Server(listeners=[pt.listen(name="chat", service="chat"),
+                              pt.listen(name="chats", service="chat", tls=True),
+                              pt.listen(name="metrics", service="metrics")],
+                   server={"connection_rate_per_ip": str(PER_MIN),
+                           "connection_burst_per_ip": str(BURST)}) as srv:
         # The harness's readiness probes took a token per listener.
         time.sleep(0.2)
         got = []
@@ -80,6 +84,12 @@ def main(t):
         t.ok(ok, "the bucket refills: a connection is let in again")
         t.ok(srv.log().count("TLS") == before, "no TLS work was spent on refused clients")
         t.ok(srv.alive(), "daemon alive")
+        import urllib.request
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % srv.port(2),
+                                      timeout=5).read().decode()
+        m = re.search(r'^parley_refused_total\{reason="rate"\} (\d+)$', body, re.M)
+        t.ok(m and int(m.group(1)) >= 2, "metrics count the refusals by rate (%s)"
+             % (m.group(1) if m else None))
     with cc.chat_server(server={"connection_rate_per_ip": "0"}) as srv:
         async def many():
             cs = await cc.open_many(srv.port(), 60)
