@@ -3,7 +3,10 @@
  *
  * Threads: the loop owns struct accounts and its name cache; each worker
  * thread owns one sqlite connection (its thread ctx) and touches only the
- * job it runs.  The KDF parameters a job needs are copied into the job,
+ * job it runs.  Hashing and account statements run on the "auth" pool
+ * ([accounts] threads, queue_limit); saves of room settings and address
+ * bans on a one-thread "store" queue that never refuses, so they are
+ * neither lost to a flood of /identify nor reordered.  The KDF parameters a job needs are copied into the job,
  * so a reload never races a worker.
  *
  * Schema (created if missing, next to history's tables):
@@ -59,7 +62,8 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS accounts ("
 			     "  live INTEGER NOT NULL) WITHOUT ROWID;";
 
 struct accounts {
-	struct workq *q;
+	struct workq *q; /* hashing and account statements */
+	struct workq *saveq; /* settings saves: one thread, never refused */
 	struct strmap *names; /* folded name -> (void *)1 */
 	struct pwhash_params params;
 	char *path;
@@ -460,9 +464,11 @@ save_submit(struct accounts *a, const char *sql, int64_t n0, int64_t n1,
 	for (i = 0; i < 5; i++)
 		if (text[i] != NULL && (sv->text[i] = strdup(text[i])) == NULL)
 			bad = 1;
-	/* Saves are never refused for a full queue: max_pending counts */
-	/* them, but they are few (one per operator command). */
-	if (bad || workq_submit(a->q, 0, save_work, NULL, sv) == -1) {
+	/*
+	 * Saves have their own queue, unbounded (one per operator command)
+	 * and in order, so a flood of /identify never loses a /ban.
+	 */
+	if (bad || workq_submit(a->saveq, 0, save_work, NULL, sv) == -1) {
 		log_err("accounts: cannot queue a settings save");
 		save_free(sv);
 	}
@@ -676,6 +682,15 @@ accounts_open(
 		    a->init_err[0] ? a->init_err : strerror(errno));
 		goto fail;
 	}
+	wc.name = "store";
+	wc.threads = 1;
+	wc.max_pending = 0;
+	if ((a->saveq = workq_new(base, &wc)) == NULL) {
+		snprintf(err, errlen, "settings thread: %s",
+		    a->init_err[0] ? a->init_err : strerror(errno));
+		workq_free(a->q);
+		goto fail;
+	}
 	log_info("accounts: %zu registered nick(s) in %s",
 	    strmap_count(a->names), a->path);
 	return a;
@@ -694,6 +709,7 @@ accounts_close(struct accounts *a)
 	if (a == NULL)
 		return;
 	workq_free(a->q);
+	workq_free(a->saveq); /* finishes every queued save */
 	strmap_free(a->names);
 	free(a->path);
 	free(a);
