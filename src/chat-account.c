@@ -11,7 +11,7 @@
  *  - per connection, the answer to the Nth wrong password in a row is
  *    held back failure_delay * 2^(N-1) (at most failure_delay_max), and
  *    the connection reads nothing else meanwhile;
- *  - per address (IPv6: the whole address string), a token bucket of
+ *  - per address (IPv6: per /64), a token bucket of
  *    failures_per_address failures refilling over failure_window; while
  *    it is empty every password command from that address is refused
  *    before any hashing.
@@ -19,6 +19,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,25 @@ struct pending {
 	char fp[65]; /* certadd, certdel */
 };
 
+/*
+ * The key failures are counted under: the IPv4 address, or the IPv6 /64
+ * (one host usually owns the whole prefix, as for the accept limits).
+ */
+static const char *
+fail_key(struct session *s, char *buf, size_t len)
+{
+	const char *ip = conn_peer_ip(s->conn);
+	struct in6_addr a6;
+
+	if (strchr(ip, ':') == NULL || inet_pton(AF_INET6, ip, &a6) != 1)
+		return ip;
+	memset(a6.s6_addr + 8, 0, 8);
+	if (inet_ntop(AF_INET6, &a6, buf, (socklen_t)len) == NULL)
+		return ip;
+	strncat(buf, "/64", len - strlen(buf) - 1);
+	return buf;
+}
+
 static struct accounts *
 accts(struct session *s)
 {
@@ -84,10 +104,12 @@ address_blocked(struct session *s)
 {
 	const struct config *cfg = cfg_of(s);
 	struct authfail *af;
+	char key[INET6_ADDRSTRLEN + 4];
 	double rate;
 
 	if (cfg->accounts_failures_per_address == 0 ||
-	    (af = strmap_get(s->chat->authfail, conn_peer_ip(s->conn))) == NULL)
+	    (af = strmap_get(
+		 s->chat->authfail, fail_key(s, key, sizeof key))) == NULL)
 		return 0;
 	refill(cfg, af, clock_mono_ms());
 	if (af->tokens >= 1.0)
@@ -138,7 +160,8 @@ address_failed(struct session *s)
 {
 	const struct config *cfg = cfg_of(s);
 	struct chat *ch = s->chat;
-	const char *ip = conn_peer_ip(s->conn);
+	char key[INET6_ADDRSTRLEN + 4];
+	const char *ip = fail_key(s, key, sizeof key);
 	struct authfail *af;
 
 	if (cfg->accounts_failures_per_address == 0)

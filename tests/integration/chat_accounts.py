@@ -174,6 +174,21 @@ async def per_address(t, srv):
     await cc.close_all(clients + [n])
 
 
+async def per_address6(t, srv):
+    a = await cc.Chat.open(srv.port(), host="::1", label="v6")
+    await a.set_nick("dave")
+    await reply(a, "/register davepassword")
+    b = await cc.Chat.open(srv.port(), host="::1", label="v6b")
+    got = await reply(b, "/identify dave wrong-password")
+    t.like(got, r"^!!! wrong password", "IPv6: a wrong password")
+    c = await cc.Chat.open(srv.port(), host="::1", label="v6c")
+    got = await reply(c, "/identify dave davepassword")
+    t.like(got, r"^!!! too many wrong passwords from your address",
+           "IPv6: failures are counted per /64 too")
+    t.ok(await cc.await_log(srv, r"refusing a password from \[::1\]"), "... and logged")
+    await cc.close_all([a, b, c])
+
+
 async def ping(c):
     t0 = time.monotonic()
     await c.sync(timeout=20)
@@ -231,6 +246,15 @@ def main(t):
             pt.run(per_address(t, srv), timeout=30)
         except (cc.ChatError, asyncio.TimeoutError, OSError) as e:
             t.ok(False, "per-address scenario ran to the end", "%r\nlog:\n%s" % (e, srv.log_tail()))
+    if pt.have_ipv6_loopback():
+        with pt.Server(listeners=[pt.listen(name="chat6", address="::1", service="chat")],
+                       extra=accounts(failures_per_address=1)) as srv:
+            try:
+                pt.run(per_address6(t, srv), timeout=30)
+            except (cc.ChatError, asyncio.TimeoutError, OSError) as e:
+                t.ok(False, "IPv6 scenario ran to the end", "%r\nlog:\n%s" % (e, srv.log_tail()))
+    else:
+        t.skip("IPv6 per-/64 failure limit", "no IPv6 loopback")
     # A real cost (scrypt N=2^15, ~0.1 s a hash) on two threads.
     with cc.chat_server(chat={"flood_burst": "100"},
                         extra=accounts(scrypt_n=32768, threads=2)) as srv:
