@@ -88,14 +88,20 @@ static char *
 db_path(const struct config *cfg)
 {
 	const char *dir = cfg->state_directory ? cfg->state_directory : ".";
+	const char *file = "history.db";
 	size_t len;
 	char *p;
 
-	if (cfg->history_path != NULL)
+	/* The history's database; without history, a file of our own. */
+	if (cfg->accounts_path != NULL)
+		return strdup(cfg->accounts_path);
+	if (cfg->history_enabled && cfg->history_path != NULL)
 		return strdup(cfg->history_path);
-	len = strlen(dir) + sizeof "/history.db";
+	if (!cfg->history_enabled)
+		file = "accounts.db";
+	len = strlen(dir) + 1 + strlen(file) + 1;
 	if ((p = malloc(len)) != NULL)
-		snprintf(p, len, "%s/history.db", dir);
+		snprintf(p, len, "%s/%s", dir, file);
 	return p;
 }
 

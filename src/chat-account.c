@@ -374,7 +374,7 @@ submit(struct session *s, enum acct_op op, const char *nick, const char *pw,
 	unsigned wait;
 
 	if (accts(s) == NULL) {
-		error(s, "accounts are not enabled on this server");
+		error(s, "accounts are not available on this server");
 		return;
 	}
 	if (strlen(nick) >= sizeof fold)

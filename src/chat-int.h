@@ -189,7 +189,10 @@ void chat_klines_load(struct chat *ch);
 int chat_is_session(const struct conn *c);
 
 /* Resumable sessions (chat-resume.c). */
+/* A fresh token for s (none when resume_window is 0). */
 void chat_resume_new_token(struct session *s);
+/* " Session token T: /resume T ..." for the welcome line, or "". */
+void chat_resume_token_text(struct session *s, char *buf, size_t len);
 void chat_resume_park(struct session *s);
 void chat_resume_cmd(struct session *s, int argc, char **argv);
 void chat_resume_free(struct chat *ch);

@@ -1,8 +1,8 @@
 /*
  * Resumable sessions.
  *
- * Every chat client gets a session token in its greeting: 128 random
- * bits in hex, a bearer credential shown once.  When the connection ends
+ * Every chat client gets a session token at the end of its welcome line:
+ * 128 random bits in hex, a bearer credential shown once.  When the connection ends
  * (not by /quit, /kill or a ban) the session is parked under its token
  * for resume_window: its nick, account, certificate, rooms (in order,
  * the current one last) and the last history id assigned at that moment.
@@ -79,16 +79,22 @@ chat_resume_new_token(struct session *s)
 		return;
 	for (i = 0; i < sizeof raw; i++)
 		snprintf(s->token + 2 * i, 3, "%02x", raw[i]);
-	if (strmap_put(s->chat->live_tokens, s->token, s) == -1) {
+	if (strmap_put(s->chat->live_tokens, s->token, s) == -1)
 		s->token[0] = '\0';
-		return;
-	}
-	notice(s,
-	    "session token %s: /resume %s on a new connection within %llu s "
-	    "gets this session back",
-	    s->token, s->token,
-	    (unsigned long long)(s->chat->srv->cfg->chat_resume_window_ms /
-		1000));
+}
+
+void
+chat_resume_token_text(struct session *s, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (s->token[0] != '\0')
+		snprintf(buf, len,
+		    " Session token %s: /resume %s on a new connection "
+		    "within %llu s gets this session back.",
+		    s->token, s->token,
+		    (unsigned long long)(s->chat->srv->cfg
+					     ->chat_resume_window_ms /
+			1000));
 }
 
 struct expire {
@@ -272,6 +278,7 @@ chat_resume_cmd(struct session *s, int argc, char **argv)
 	struct chat *ch = s->chat;
 	struct parked *p;
 	struct session *old;
+	char text[200];
 	size_t i;
 
 	(void)argc;
@@ -316,8 +323,9 @@ chat_resume_cmd(struct session *s, int argc, char **argv)
 			leave_room(s, s->rooms[i]);
 	for (i = 0; i < p->nrooms; i++)
 		rejoin(s, p, p->rooms[i]);
-	notice(s, "session resumed");
 	chat_resume_new_token(s);
+	chat_resume_token_text(s, text, sizeof text);
+	notice(s, "session resumed.%s", text);
 	parked_free(p);
 }
 

@@ -530,7 +530,7 @@ chat_open(struct conn *c)
 	struct room *r;
 	struct blob *b;
 	const char *bad;
-	char nick[32], why[256];
+	char nick[32], why[256], text[200];
 	int tries;
 
 	if ((s = calloc(1, sizeof *s)) == NULL ||
@@ -559,11 +559,13 @@ chat_open(struct conn *c)
 	}
 	if (s->nick[0] == '\0')
 		return -1;
+	/* The session token ends the welcome line: one line, shown once. */
+	chat_resume_new_token(s);
+	chat_resume_token_text(s, text, sizeof text);
 	notice(s,
 	    "welcome to parley, %s. Type /help for commands, "
-	    "/nick NAME to choose a nick.",
-	    s->nick);
-	chat_resume_new_token(s);
+	    "/nick NAME to choose a nick.%s",
+	    s->nick, text);
 	r = room_get_or_create(ch, cfg->chat_default_room, why, sizeof why);
 	if (r != NULL && (bad = chat_room_admit(s, r, NULL)) != NULL) {
 		snprintf(why, sizeof why, "%s", bad);

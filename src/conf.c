@@ -106,6 +106,8 @@ static const struct key keys[] = {
     {"operators", "accounts", K_STRING, OFF(operator_accounts), 0, 0},
     {"operators", "fingerprints", K_STRING, OFF(operator_fingerprints), 0, 0},
     {"accounts", "enabled", K_BOOL, OFF(accounts_enabled), 0, 0},
+    {"accounts", "path", K_STRING, OFF(accounts_path), 0, 0},
+    {"accounts", "required", K_BOOL, OFF(accounts_required), 0, 0},
     {"accounts", "kdf", K_KDF, OFF(accounts_kdf), 0, 0},
     {"accounts", "scrypt_n", K_UINT, OFF(accounts_scrypt_n), 2, 1u << 20},
     {"accounts", "scrypt_r", K_UINT, OFF(accounts_scrypt_r), 1, 32},
@@ -360,6 +362,7 @@ config_free(struct config *cfg)
 	free(cfg->tls_ciphersuites);
 	free(cfg->chat_default_room);
 	free(cfg->history_path);
+	free(cfg->accounts_path);
 	free(cfg->operator_accounts);
 	free(cfg->operator_fingerprints);
 	free(cfg);

@@ -96,6 +96,8 @@ struct config {
 
 	/* [accounts] */
 	int accounts_enabled;
+	char *accounts_path; /* NULL: the history database, or accounts.db */
+	int accounts_required; /* refuse to start without the store */
 	int accounts_kdf; /* enum pwhash_kdf */
 	unsigned accounts_scrypt_n; /* a power of two */
 	unsigned accounts_scrypt_r;

@@ -274,15 +274,21 @@ server_open_history(struct server *s, char *err, size_t errlen)
 				"instead)",
 			    herr);
 	}
-	/*
-	 * Accounts live in the same file, opened as the same user.  Without
-	 * them registered nicks would be anyone's: refuse to start.
-	 */
+	/* Accounts live in the same file, opened as the same user. */
 	if (s->cfg->accounts_enabled && s->accounts == NULL) {
-		if ((s->accounts = accounts_open(
-			 s->base, s->cfg, err, errlen)) == NULL)
+		s->accounts = accounts_open(s->base, s->cfg, herr, sizeof herr);
+		if (s->accounts == NULL && s->cfg->accounts_required) {
+			snprintf(err, errlen, "accounts: %s", herr);
 			return -1;
-		chat_load_state(s->chat); /* persistent rooms, address bans */
+		}
+		if (s->accounts == NULL)
+			log_err(
+			    "accounts: %s; running WITHOUT registered nicks, "
+			    "persistent rooms and address bans (set "
+			    "[accounts] required = yes to refuse instead)",
+			    herr);
+		else
+			chat_load_state(s->chat); /* rooms, address bans */
 	}
 	return 0;
 }

@@ -58,9 +58,9 @@ struct server *server_new(struct config *cfg, char *err, size_t errlen);
  * Open the history database ([history] enabled), then the accounts store
  * in the same file ([accounts] enabled).  Called after the switch to
  * [server] user, so the files are created by and opened as that user.
- * -1 with err when the history cannot be opened and [history] required
- * is set (otherwise a failure is logged and chat goes on without
- * history), or when the accounts store cannot be opened.
+ * -1 with err when either cannot be opened and its section says
+ * required = yes; otherwise a failure is logged and chat goes on without
+ * it.
  */
 int server_open_history(struct server *s, char *err, size_t errlen);
 /* Run the loop until stopped; returns the exit code. */

@@ -189,6 +189,47 @@ async def per_address6(t, srv):
     await cc.close_all([a, b, c])
 
 
+def store_files(t):
+    with cc.chat_server(extra=accounts() + "\n[history]\nenabled = no\n") as srv:
+        async def reg():
+            a = await cc.Chat.open(srv.port())
+            await a.set_nick("erin")
+            got = await reply(a, "/register erinpassword")
+            await a.close()
+            return got
+        t.like(pt.run(reg(), 20), r"registered to you", "without history, accounts still work")
+        t.ok(os.path.exists(os.path.join(srv.state_dir, "accounts.db")) and
+             not os.path.exists(os.path.join(srv.state_dir, "history.db")),
+             "... in state_directory/accounts.db, and no history.db is made")
+    for required in ("yes", "no"):
+        srv = cc.chat_server(extra=accounts(path="/", required=required), start=False,
+                             start_timeout=5)
+        try:
+            try:
+                srv.start()
+            except pt.ServerStartError:
+                pass
+            if required == "yes":
+                rc = srv.wait(15)
+                t.ok(rc == 1 and re.search(r"accounts: /: ", srv.log()),
+                     "required = yes and an unusable database: exit 1 with the reason",
+                     "status %s; log %s" % (rc, srv.log_tail(5)))
+            else:
+                t.ok(srv.alive() and cc.wait_log(srv, r"running WITHOUT registered nicks", 5),
+                     "required = no: runs, and says loudly what is missing", srv.log_tail(5))
+
+                async def unavailable():
+                    a = await cc.Chat.open(srv.port())
+                    got = await reply(a, "/identify someone somepassword")
+                    await a.close()
+                    return got
+                t.like(pt.run(unavailable(), 20),
+                       r"^!!! accounts are not available on this server$",
+                       "... and account commands say so")
+        finally:
+            srv.cleanup()
+
+
 async def ping(c):
     t0 = time.monotonic()
     await c.sync(timeout=20)
@@ -246,6 +287,7 @@ def main(t):
             pt.run(per_address(t, srv), timeout=30)
         except (cc.ChatError, asyncio.TimeoutError, OSError) as e:
             t.ok(False, "per-address scenario ran to the end", "%r\nlog:\n%s" % (e, srv.log_tail()))
+    store_files(t)
     if pt.have_ipv6_loopback():
         with pt.Server(listeners=[pt.listen(name="chat6", address="::1", service="chat")],
                        extra=accounts(failures_per_address=1)) as srv:

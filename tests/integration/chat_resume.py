@@ -15,13 +15,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import parleytest as pt  # noqa: E402
 import chatclient as cc  # noqa: E402
 
-TOKEN = r"^\*\*\* session token ([0-9a-f]{32}): /resume "
+TOKEN = r"Session token ([0-9a-f]{32}): /resume \1 on a new connection within \d+ s"
+
+
+def last_token(c):
+    """The newest session token c was given (welcome or /resume answer)."""
+    found = re.findall(TOKEN, "\n".join(cc._text(l) for l in c.history))
+    return found[-1] if found else None
 
 
 async def open_tok(port, label):
     c = await cc.Chat.open(port, label=label)
-    m = await c.expect(TOKEN)
-    return c, (m.group(1) if m else None)
+    return c, last_token(c)
 
 
 async def until(c, pattern, timeout=15):
@@ -44,7 +49,7 @@ async def until(c, pattern, timeout=15):
 async def scenario(t, srv):
     p = srv.port()
     a, tok = await open_tok(p, "ann")
-    t.ok(tok, "the greeting carries a session token")
+    t.ok(tok, "the welcome line carries a session token")
     await a.set_nick("ann")
     b = await cc.Chat.open(p, label="bob")
     await b.set_nick("bob")
@@ -86,7 +91,7 @@ async def scenario(t, srv):
     c, tok2 = await open_tok(p, "ann2")
     await c.sync()  # the connect-time lobby replay, read
     await c.send("/resume " + tok)
-    lines, ok = await until(c, r"^\*\*\* session token [0-9a-f]{32}")
+    lines, ok = await until(c, r"^\*\*\* session resumed\. Session token [0-9a-f]{32}")
     t.ok(ok, "/resume answers", repr(lines[-5:]))
     t.ok(any(re.match(r"^\*\*\* you are now known as ann$", l) for l in lines), "the nick is back")
     for r in ("#lobby", "#a", "#b", "#ops"):
@@ -121,10 +126,10 @@ async def scenario(t, srv):
     d, _ = await open_tok(p, "ann3")
     m = await d.cmd("/resume " + tok, r"^!!! ")
     t.like(m and m.string, r"^!!! no session to resume with that token", "a token works once")
-    newtok = re.findall(r"session token ([0-9a-f]{32})", "\n".join(cc._text(l) for l in c.history))[-1]
+    newtok = last_token(c)
     t.ok(newtok not in (tok, tok2), "the resumed session got a new token")
     await d.send("/resume " + newtok)
-    lines, ok = await until(d, r"^\*\*\* session resumed$")
+    lines, ok = await until(d, r"^\*\*\* session resumed\.")
     t.ok(ok and any(l == "*** you are now known as ann" for l in lines),
          "/resume of a live session's token takes it over")
     rest, eof = await c.read_to_eof(10)
@@ -132,8 +137,7 @@ async def scenario(t, srv):
                      for l in rest), "the old connection is told and closed")
 
     # /quit: not resumable
-    m = await d.expect(r"^\*\*\* session token ([0-9a-f]{32}):")
-    last = m.group(1) if m else ""
+    last = last_token(d) or ""
     await d.send("/quit")
     await d.read_to_eof(5)
     e, _ = await open_tok(p, "after-quit")
