@@ -355,9 +355,23 @@ def per_ip(t, echo_port, chat_port):
     held = []
     for i in range(PER_IP):
         port = echo_port if i % 2 == 0 else chat_port
-        s = connect(port)
-        if port == chat_port:
-            recv_until(s, b"here)\r\n", 5)
+        # The harness's readiness probes may still count against this
+        # address for a moment (their close not yet seen on a loaded
+        # machine): make sure each held connection is really served.
+        deadline = time.monotonic() + 10
+        while True:
+            s = connect(port)
+            if port == chat_port:
+                got = recv_until(s, b"here)\r\n", 5)
+                served = b"here)\r\n" in got
+            else:
+                s.sendall(b"hold\n")
+                got = recv_until(s, b"hold\n", 5)
+                served = got == b"hold\n"
+            if served or time.monotonic() > deadline:
+                break
+            s.close()
+            time.sleep(0.1)
         held.append((port, s))
     results = {}
     for name, port in (("echo", echo_port), ("chat", chat_port)):

@@ -295,7 +295,6 @@ def main(t):
 
     with pt.Server(listeners=[pt.listen("echos", tls=True)],
                    server={"max_connections_per_ip": "3"}) as srv:
-        time.sleep(0.3)  # the harness's readiness probe must not count
         pt.run(per_ip_tls(t, srv.port(), pt.client_ctx(cafile=srv.cert), 3), 20)
 
 

@@ -369,6 +369,7 @@ class Server:
             logf.close()
         deadline = time.monotonic() + self.start_timeout
         pending = list(self.listeners)
+        probes = []
         while pending:
             if self.proc.poll() is not None:
                 self.returncode = self.proc.returncode
@@ -380,6 +381,7 @@ class Server:
                 with socket.socket(fam, socket.SOCK_STREAM) as s:
                     s.settimeout(0.5)
                     s.connect((l["address"], l["port"]))
+                    probes.append(s.getsockname()[1])
                 pending.pop(0)
                 continue
             except OSError:
@@ -390,6 +392,34 @@ class Server:
                                        % (l["address"], l["port"], self.start_timeout,
                                           self.log_tail()))
             time.sleep(0.05)
+        # The probes count as connections (per address too) until the
+        # daemon has seen them close: let it, so a test starts from zero.
+        wait_for(lambda: not self._peers_from(probes), 5)
+
+    def _peers_from(self, ports):
+        """Which of these client ports the daemon still holds a socket to."""
+        try:
+            inodes = set()
+            for fd in os.listdir("/proc/%d/fd" % self.pid):
+                link = os.readlink("/proc/%d/fd/%s" % (self.pid, fd))
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            return []
+        held = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    rows = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                col = row.split()
+                if len(col) > 9 and col[9] in inodes:
+                    port = int(col[2].rsplit(":", 1)[1], 16)
+                    if port in ports:
+                        held.append(port)
+        return held
 
     def _preexec(self):
         _pdeathsig()
