@@ -146,7 +146,8 @@ on_readable(struct econn *c)
 		} else {
 			n = recv(c->fd, buf, sizeof buf, 0);
 			if (n <= 0) {
-				if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				if (n < 0 &&
+				    (errno == EAGAIN || errno == EINTR))
 					return;
 				drop(c);
 				return;
@@ -259,7 +260,8 @@ main(int argc, char **argv)
 		    SSL_MODE_RELEASE_BUFFERS |
 			SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 			SSL_MODE_ENABLE_PARTIAL_WRITE);
-		SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+		SSL_CTX_set_session_id_context(
+		    ctx, sid_ctx, sizeof sid_ctx - 1);
 		SSL_CTX_set_ciphersuites(ctx,
 		    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
 		    "TLS_CHACHA20_POLY1305_SHA256");

@@ -50,9 +50,9 @@ enum mode { M_ECHO, M_CHAT, M_HOLD, M_HANDSHAKE };
 enum proto { P_PARLEY, P_RAW, P_IRC };
 enum bstate {
 	B_CONNECTING, /* TCP connect in progress */
-	B_TLS,	      /* TLS handshake in progress */
-	B_LOGIN,      /* protocol login (chat), waiting to be ready */
-	B_READY,      /* usable */
+	B_TLS, /* TLS handshake in progress */
+	B_LOGIN, /* protocol login (chat), waiting to be ready */
+	B_READY, /* usable */
 	B_CLOSED,
 };
 
@@ -87,10 +87,10 @@ struct bconn {
 struct sender {
 	int conn;
 	uint64_t next_seq; /* next to send */
-	uint64_t oldest;   /* oldest not yet delivered everywhere */
-	uint32_t *left;	   /* [window]: deliveries still due */
-	int64_t *sent_at;  /* [window] */
-	int64_t next_due;  /* paced: next send time */
+	uint64_t oldest; /* oldest not yet delivered everywhere */
+	uint32_t *left; /* [window]: deliveries still due */
+	int64_t *sent_at; /* [window] */
+	int64_t next_due; /* paced: next send time */
 };
 
 /* Options. */
@@ -105,7 +105,7 @@ static int use_tls;
 static int resume;
 static double duration = 5, warmup = 1;
 static int nsenders = 10;
-static double rate;	/* per sender, msgs/s; 0 = closed loop */
+static double rate; /* per sender, msgs/s; 0 = closed loop */
 static int window = 4; /* closed loop: msgs in flight per sender */
 static pid_t server_pid;
 static const char *room = "#bench";
@@ -126,10 +126,10 @@ static int64_t t_zero;
 
 /* chat */
 static struct sender *senders;
-static uint64_t *last_seq;   /* [conn][sender] last seq seen + 1 */
-static uint64_t *seen_bits;  /* [conn][sender] window of 64 behind last */
-static uint64_t deliveries;  /* in the window */
-static uint64_t uniq_total;  /* whole run */
+static uint64_t *last_seq; /* [conn][sender] last seq seen + 1 */
+static uint64_t *seen_bits; /* [conn][sender] window of 64 behind last */
+static uint64_t deliveries; /* in the window */
+static uint64_t uniq_total; /* whole run */
 static uint64_t dups, reorders, sent_total, expected_total, stalls;
 static int nreceivers;
 
@@ -280,8 +280,8 @@ conn_fail(struct bconn *c, const char *why)
 	if (!stopping) {
 		errors++;
 		if (!quiet && errors <= 5)
-			fprintf(stderr, "parley-bench: conn %d: %s\n", c->idx,
-			    why);
+			fprintf(
+			    stderr, "parley-bench: conn %d: %s\n", c->idx, why);
 	}
 	if (c->state == B_CONNECTING || c->state == B_TLS ||
 	    c->state == B_LOGIN)
@@ -503,7 +503,8 @@ do_read(struct bconn *c)
 				if (e == SSL_ERROR_WANT_READ ||
 				    e == SSL_ERROR_WANT_WRITE)
 					break;
-				conn_fail(c, e == SSL_ERROR_ZERO_RETURN
+				conn_fail(c,
+				    e == SSL_ERROR_ZERO_RETURN
 					? "server closed"
 					: "SSL_read failed");
 				return;
@@ -637,8 +638,7 @@ chat_refill(struct sender *s, int64_t now)
 }
 
 static void
-chat_delivery(struct bconn *c, int snd, uint64_t seq, int64_t sent,
-    int64_t now)
+chat_delivery(struct bconn *c, int snd, uint64_t seq, int64_t sent, int64_t now)
 {
 	size_t k = (size_t)c->idx * (size_t)nsenders + (size_t)snd;
 	struct sender *s;
@@ -703,8 +703,8 @@ chat_line(struct bconn *c, char *line, int64_t now)
 
 			if (sp != NULL && strncmp(sp, " 001 ", 5) == 0) {
 				char buf[64];
-				int n = snprintf(buf, sizeof buf,
-				    "JOIN %s\r\n", room);
+				int n = snprintf(
+				    buf, sizeof buf, "JOIN %s\r\n", room);
 
 				queue_out(c, buf, (size_t)n);
 			} else if (sp != NULL && strncmp(sp, " 366 ", 5) == 0) {
@@ -974,8 +974,7 @@ report(double wall, double srv_cpu, double cli_cpu)
 		    nconns, inflight, msg_size, use_tls ? ", TLS" : "");
 		printf("  %.0f msgs/s, %.1f MB/s, rtt p50 %.1f us, p99 %.1f "
 		       "us, p99.9 %.1f us\n",
-		    (double)msgs / wall,
-		    (double)msgs * msg_size / wall / 1e6,
+		    (double)msgs / wall, (double)msgs * msg_size / wall / 1e6,
 		    hist_pct(&lat, 0.50) / 1e3, hist_pct(&lat, 0.99) / 1e3,
 		    hist_pct(&lat, 0.999) / 1e3);
 		printf("  server cpu %.2f s (%.0f %%): %.0f msgs per "
@@ -991,8 +990,8 @@ report(double wall, double srv_cpu, double cli_cpu)
 		    100 * cli_cpu / wall, (unsigned long long)errors);
 		break;
 	case M_CHAT: {
-		long long loss = (long long)expected_total -
-		    (long long)uniq_total;
+		long long loss =
+		    (long long)expected_total - (long long)uniq_total;
 
 		printf("chat: %d clients, %d senders, %s\n", nconns, nsenders,
 		    rate > 0 ? "paced" : "closed loop");
@@ -1209,23 +1208,25 @@ main(int argc, char **argv)
 		if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL)
 			die("SSL_CTX_new");
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-		SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+		SSL_CTX_set_mode(ctx,
+		    SSL_MODE_ENABLE_PARTIAL_WRITE |
 			SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
 	}
 	if (mode == M_CHAT) {
 		nreceivers = nconns - 1;
 		senders = calloc((size_t)nsenders, sizeof *senders);
-		last_seq = calloc((size_t)nconns * (size_t)nsenders,
-		    sizeof *last_seq);
-		seen_bits = calloc((size_t)nconns * (size_t)nsenders,
-		    sizeof *seen_bits);
+		last_seq =
+		    calloc((size_t)nconns * (size_t)nsenders, sizeof *last_seq);
+		seen_bits = calloc(
+		    (size_t)nconns * (size_t)nsenders, sizeof *seen_bits);
 		if (senders == NULL || last_seq == NULL || seen_bits == NULL)
 			die("out of memory");
 		for (i = 0; i < nsenders; i++) {
 			senders[i].conn = (int)((long)i * nconns / nsenders);
 			conns[senders[i].conn].sender = i;
-			senders[i].left = calloc((size_t)window, sizeof(uint32_t));
+			senders[i].left =
+			    calloc((size_t)window, sizeof(uint32_t));
 			senders[i].sent_at =
 			    calloc((size_t)window, sizeof(int64_t));
 			if (senders[i].left == NULL ||
