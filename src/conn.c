@@ -62,11 +62,14 @@ struct conn {
 	int reading_now; /* inside the service read callback */
 	int eof; /* the peer finished sending */
 	int busy; /* callbacks on the stack: defer free() */
+	int direct; /* plain TCP: written by flush_cb, EV_WRITE off if idle */
+	int dirty; /* on flush_list */
 	char listener[32];
 	char peer[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
 	struct sockaddr_storage addr;
 	TAILQ_ENTRY(conn) entry;
+	TAILQ_ENTRY(conn) flush_entry;
 };
 
 static const char *const state_names[CONN_NSTATES] = {
@@ -87,10 +90,24 @@ static size_t nconns;
 static size_t state_counts[CONN_NSTATES];
 static TAILQ_HEAD(, conn) all_conns = TAILQ_HEAD_INITIALIZER(all_conns);
 
+/*
+ * Write coalescing for plain TCP.  A bufferevent with EV_WRITE enabled
+ * turns every reply into epoll_ctl(EPOLLOUT), epoll_wait, write(),
+ * epoll_ctl again.  Instead, output added to a plain conn puts it on
+ * flush_list and activates flush_ev, which libevent runs after the I/O
+ * callbacks already queued in this loop iteration: each conn then gets
+ * one write() carrying everything the iteration produced for it.  Only
+ * when the socket does not take it all is EV_WRITE enabled, and the
+ * bufferevent drains the rest as usual (conn_writecb turns it off again).
+ */
+static TAILQ_HEAD(, conn) flush_list = TAILQ_HEAD_INITIALIZER(flush_list);
+static struct event *flush_ev;
+
 static void conn_free(struct conn *c);
 static void conn_readcb(struct bufferevent *bev, void *arg);
 static void conn_writecb(struct bufferevent *bev, void *arg);
 static void conn_eventcb(struct bufferevent *bev, short what, void *arg);
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
 
 /*
  * A conn may be closed by its own service from inside one of its
@@ -485,6 +502,67 @@ transport_ready(struct conn *c)
 	update_reading(c);
 }
 
+static void
+conn_outbuf_cb(
+    struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)buf;
+	if (info->n_added == 0 || c->dirty || c->state == CONN_CLOSED)
+		return;
+	if (flush_ev == NULL &&
+	    (flush_ev = event_new(c->srv->base, -1, 0, flush_cb, NULL)) ==
+		NULL) {
+		/* Cannot coalesce: let the bufferevent write it. */
+		c->direct = 0;
+		bufferevent_enable(c->bev, EV_WRITE);
+		return;
+	}
+	c->dirty = 1;
+	TAILQ_INSERT_TAIL(&flush_list, c, flush_entry);
+	/* The list is empty whenever flush_ev is not active. */
+	if (TAILQ_FIRST(&flush_list) == c)
+		event_active(flush_ev, EV_WRITE, 1);
+}
+
+static void
+flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c;
+	struct evbuffer *out;
+	int n;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while ((c = TAILQ_FIRST(&flush_list)) != NULL) {
+		TAILQ_REMOVE(&flush_list, c, flush_entry);
+		c->dirty = 0;
+		if (!c->direct || c->state == CONN_CLOSED ||
+		    (bufferevent_get_enabled(c->bev) & EV_WRITE))
+			continue;
+		out = bufferevent_get_output(c->bev);
+		if (evbuffer_get_length(out) == 0)
+			continue;
+		/* A socket bufferevent keeps the start of its output frozen
+		 * except while it writes itself. */
+		evbuffer_unfreeze(out, 1);
+		n = evbuffer_write(out, bufferevent_getfd(c->bev));
+		evbuffer_freeze(out, 1);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			log_debug("conn %s: %s", c->peer, strerror(errno));
+			conn_abort(c, "write error");
+			continue;
+		}
+		/* The socket is full: the bufferevent writes the rest. */
+		if (evbuffer_get_length(out) > 0)
+			bufferevent_enable(c->bev, EV_WRITE);
+		else if (c->watching)
+			conn_writecb(c->bev, c);
+	}
+}
+
 void
 conn_accept(struct server *s, const struct conn_service *svc,
     const char *listener, int tls, int fd, const struct sockaddr *sa,
@@ -579,7 +657,12 @@ conn_accept(struct server *s, const struct conn_service *svc,
 		arm_deadline(c, cfg->handshake_timeout_ms);
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	} else {
-		bufferevent_enable(c->bev, EV_WRITE);
+		/* Written by flush_cb; see flush_list.  (A new socket
+		 * bufferevent starts with EV_WRITE enabled.) */
+		c->direct = 1;
+		bufferevent_disable(c->bev, EV_WRITE);
+		evbuffer_add_cb(
+		    bufferevent_get_output(c->bev), conn_outbuf_cb, c);
 		transport_ready(c);
 	}
 }
@@ -631,6 +714,10 @@ conn_writecb(struct bufferevent *bev, void *arg)
 		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
 		c->svc->drained(c);
 	}
+	/* Drained: back to flush_cb (see flush_list). */
+	if (c->direct && c->state == CONN_ACTIVE &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_disable(bev, EV_WRITE);
 	conn_leave(c);
 }
 
@@ -754,6 +841,10 @@ conn_free(struct conn *c)
 	conn_set_state(c, CONN_CLOSED);
 	if (c->svc->close != NULL)
 		c->svc->close(c);
+	if (c->dirty) {
+		TAILQ_REMOVE(&flush_list, c, flush_entry);
+		c->dirty = 0;
+	}
 	c->data = NULL;
 	TAILQ_REMOVE(&all_conns, c, entry);
 	nconns--;
@@ -800,4 +891,8 @@ conn_abort_all(const char *reason)
 
 	while ((c = TAILQ_FIRST(&all_conns)) != NULL)
 		conn_abort(c, reason);
+	if (flush_ev != NULL) {
+		event_free(flush_ev);
+		flush_ev = NULL;
+	}
 }
