@@ -629,6 +629,8 @@ chat_refill(struct sender *s, int64_t now)
 {
 	int queued = 0;
 
+	if (conns[s->conn].state != B_READY)
+		return;
 	while (!stopping && s->next_seq - s->oldest < (uint64_t)window) {
 		chat_send(s, now);
 		queued = 1;
@@ -1181,6 +1183,7 @@ main(int argc, char **argv)
 	if (mode == M_CHAT && nsenders > nconns)
 		die("more senders than clients");
 	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	raise_nofile();
 	if ((ep = epoll_create1(0)) == -1)
 		die("epoll_create1");

@@ -249,12 +249,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short runs (smoke)")
     ap.add_argument("--only", default="", help="comma list: echo,tls,chat,latency,history,hold,handshake,writer")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--parleyd", default=None, help="another parleyd binary (before/after runs)")
     a = ap.parse_args()
     b = os.path.abspath(a.builddir)
     bench = os.path.join(b, "tests/bench/parley-bench")
     echo_ref = os.path.join(b, "tests/bench/epoll-echo")
     hist_bench = os.path.join(b, "tests/bench/history_bench")
-    parleyd = os.path.join(b, "src/parleyd")
+    parleyd = os.path.abspath(a.parleyd) if a.parleyd else os.path.join(b, "src/parleyd")
     for p in (bench, echo_ref, parleyd):
         if not os.access(p, os.X_OK):
             log("missing %s (make bench builds it)" % p)
