@@ -940,14 +940,21 @@ run_phase(int64_t until)
 }
 
 static void
-raise_nofile(void)
+raise_nofile(rlim_t want)
 {
 	struct rlimit rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	/* Root may raise the hard limit too. */
+	if (rl.rlim_max < want) {
+		struct rlimit up = {want, want};
+
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			return;
 	}
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
 }
 
 static void
@@ -1184,7 +1191,7 @@ main(int argc, char **argv)
 		die("more senders than clients");
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	raise_nofile();
+	raise_nofile((rlim_t)nconns + 64);
 	if ((ep = epoll_create1(0)) == -1)
 		die("epoll_create1");
 	if ((conns = calloc((size_t)nconns, sizeof *conns)) == NULL ||

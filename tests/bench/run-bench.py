@@ -287,6 +287,12 @@ def main():
     want_fd = 65536
     if hard != resource.RLIM_INFINITY:
         want_fd = min(want_fd, hard)
+    if hard != resource.RLIM_INFINITY and hard < 65536 and os.geteuid() == 0:
+        try:  # root may raise the hard limit (servers inherit it)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+            soft = hard = want_fd = 65536
+        except (OSError, ValueError):
+            pass
     if soft < want_fd:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want_fd, hard))
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2 * HOLD_BIG + 100:
