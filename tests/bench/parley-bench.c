@@ -59,6 +59,7 @@ enum bstate {
 struct hist {
 	uint64_t n[HIST_BUCKETS];
 	uint64_t count;
+	int64_t max;
 };
 
 struct bconn {
@@ -180,6 +181,8 @@ hist_add(struct hist *h, int64_t v)
 {
 	if (v < 0)
 		v = 0;
+	if (v > h->max)
+		h->max = v;
 	h->n[hist_idx((uint64_t)v)]++;
 	h->count++;
 }
@@ -246,6 +249,26 @@ proc_rss_kib(pid_t pid)
 			break;
 	fclose(f);
 	return kib;
+}
+
+/* The server is gone (or a zombie): stop waiting for it. */
+static int
+server_dead(void)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	size_t n;
+
+	if (server_pid <= 0)
+		return 0;
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)server_pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 1;
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p == NULL || p[1] == '\0' || p[2] == 'Z' || p[2] == 'X';
 }
 
 static double
@@ -871,6 +894,17 @@ run_until(int64_t deadline, int (*done)(void))
 static int
 all_up(void)
 {
+	static int64_t checked;
+	int64_t now = now_ns();
+
+	if (now - checked > 1000000000LL) {
+		checked = now;
+		if (server_dead()) {
+			fprintf(stderr, "parley-bench: server %d is gone\n",
+			    (int)server_pid);
+			return 1;
+		}
+	}
 	return next_to_connect == nconns && nready + nfailed == nconns;
 }
 
@@ -991,11 +1025,12 @@ report(double wall, double srv_cpu, double cli_cpu)
 		    srv_cpu, 100 * srv_cpu / wall, (double)msgs * per,
 		    100 * cli_cpu / wall);
 		printf("RESULT mode=echo msgs_s=%.0f mb_s=%.2f p50_us=%.1f "
-		       "p99_us=%.1f p999_us=%.1f srv_cpu=%.3f "
+		       "p99_us=%.1f p999_us=%.1f max_us=%.1f srv_cpu=%.3f "
 		       "per_cpu_s=%.0f cli_cpu_pct=%.0f errors=%llu\n",
 		    (double)msgs / wall, (double)msgs * msg_size / wall / 1e6,
 		    hist_pct(&lat, 0.50) / 1e3, hist_pct(&lat, 0.99) / 1e3,
-		    hist_pct(&lat, 0.999) / 1e3, srv_cpu, (double)msgs * per,
+		    hist_pct(&lat, 0.999) / 1e3, (double)lat.max / 1e3, srv_cpu,
+		    (double)msgs * per,
 		    100 * cli_cpu / wall, (unsigned long long)errors);
 		break;
 	case M_CHAT: {

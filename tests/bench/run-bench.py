@@ -24,6 +24,7 @@ import tempfile
 import time
 
 SERVER_CPU = "0"
+NCAT_MAX = 1000  # ncat --broker cannot go past fd 1023
 CLIENT_CPU = "1"
 
 
@@ -247,7 +248,7 @@ def main():
     ap.add_argument("--builddir", default=".")
     ap.add_argument("--srcdir", default=None)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke)")
-    ap.add_argument("--only", default="", help="comma list: echo,tls,chat,latency,history,hold,handshake,writer")
+    ap.add_argument("--only", default="", help="comma list: echo,tls,chat,latency,history,stall,writer,hold,handshake")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     ap.add_argument("--parleyd", default=None, help="another parleyd binary (before/after runs)")
     a = ap.parse_args()
@@ -416,6 +417,36 @@ def main():
               get(h, "per_cpu_s"), [("history off", get(base, "per_cpu_s"))], "target >= 0.95x")
         t.add("chat 200/10 closed, history on: lost", "msgs", "(0)", get(h, "lost"), [])
 
+    # Loop stalls while the history writer works through a backlog: an
+    # echo probe (1 conn, 1 in flight) on the same loop as a 2-client chat
+    # flood whose every line is stored; history off is the control.
+    if want("stall"):
+        def stall(history):
+            srv, ports = parley_server(history=history)
+            with srv:
+                probe = subprocess.Popen(
+                    pin(CLIENT_CPU) + [bench, "echo", "-p", str(ports["echo"]), "-c", "1", "-i", "1",
+                                       "-d", str(D + 1), "-w", "0.3", "-q"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                flood = run_bench(bench, ["chat", "-p", str(ports["chat"]), "-c", "2", "-k", "1",
+                                          "-W", "256", "-d", str(D), "-w", "0.5",
+                                          "--pid", str(srv.pid())])
+                out, _ = probe.communicate(timeout=60)
+            res = {}
+            for line in out.splitlines():
+                if line.startswith("RESULT "):
+                    res = dict(kv.split("=", 1) for kv in line.split()[1:])
+            if not res:
+                raise RuntimeError("echo probe failed")
+            log("  probe: max %s us, p99.9 %s us; flood sent %s" % (res["max_us"], res["p999_us"], flood["sent"]))
+            return float(res["max_us"]) / 1000, float(res["p999_us"]) / 1000, float(flood["sent"])
+        on = attempt("stall history on", lambda: stall(True))
+        off = attempt("stall history off", lambda: stall(False))
+        t.add("loop stall under a history backlog: probe max RTT", "ms", "(less)", on and on[0],
+              [("history off", off and off[0])],
+              "target <= 5 ms; %s msgs stored" % ("{:,.0f}".format(on[2]) if on else "?"))
+        t.add("  same: probe RTT p99.9", "ms", "(less)", on and on[1], [("history off", off and off[1])])
+
     if want("writer"):
         def writer():
             if not os.access(hist_bench, os.X_OK):
@@ -453,13 +484,16 @@ def main():
                     res["ngircd"] = attempt("ngircd hold", lambda: run_bench(
                         bench, hold + ["-p", str(tport if tls else port), "--pid", str(g.pid())]))
             if ncat:
+                # ncat's broker select()s: it dies at fd 1024 (FD_SETSIZE).
                 n, port = ncat_server(chat=False, tls=tls)
+                hold_ncat = ["hold", "-c", str(min(HOLD_N, NCAT_MAX)), "-d", "1", "-w", "2"] + extra
                 with n:
                     res["ncat"] = attempt("ncat hold", lambda: run_bench(
-                        bench, hold + ["-p", str(port), "--connect-batch", "64", "--pid", str(n.pid())]))
+                        bench, hold_ncat + ["-p", str(port), "--connect-batch", "64", "--pid", str(n.pid())]))
             refs = [("epoll+OpenSSL" if tls else "epoll", get(r, "kib_per_conn"))]
             refs += [("ngircd", get(res.get("ngircd"), "kib_per_conn") if ngircd else "apt-get install ngircd"),
-                     ("ncat", get(res.get("ncat"), "kib_per_conn") if ncat else "apt-get install ncat")]
+                     ("ncat@%d" % min(HOLD_N, NCAT_MAX),
+                      get(res.get("ncat"), "kib_per_conn") if ncat else "apt-get install ncat")]
             t.add("idle %s conns x %d: server RSS per conn" % ("TLS" if tls else "plain", HOLD_N), "KiB", "(less)",
                   get(p, "kib_per_conn"), refs, "target <= %d KiB" % (10 if tls else 2))
         srv, ports = parley_server()
