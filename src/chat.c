@@ -37,6 +37,9 @@
 #include "strmap.h"
 #include "text.h"
 
+/* Room lines up to this long are copied to each recipient, not shared. */
+#define BLOB_COPY_MAX 512
+
 /* Lines handled per wake-up before yielding to other clients. */
 #define LINES_PER_WAKEUP 64
 
@@ -131,10 +134,19 @@ session_send(struct session *s, struct blob *b, int room_traffic)
 		conn_watch_output(s->conn, cfg->chat_output_soft_limit / 2);
 		return;
 	}
-	b->refs++;
-	if (evbuffer_add_reference(
-		session_out(s), b->data, b->len, blob_release, b) == -1)
-		b->refs--;
+	/*
+	 * A short line is cheaper copied into the tail of the output (which
+	 * usually has room: one chain per flush, not one malloc per line);
+	 * a long one is shared by reference.
+	 */
+	if (b->len <= BLOB_COPY_MAX) {
+		evbuffer_add(session_out(s), b->data, b->len);
+	} else {
+		b->refs++;
+		if (evbuffer_add_reference(
+			session_out(s), b->data, b->len, blob_release, b) == -1)
+			b->refs--;
+	}
 	s->chat->srv->stats.bytes_out += b->len;
 }
 
