@@ -1030,8 +1030,8 @@ report(double wall, double srv_cpu, double cli_cpu)
 		    (double)msgs / wall, (double)msgs * msg_size / wall / 1e6,
 		    hist_pct(&lat, 0.50) / 1e3, hist_pct(&lat, 0.99) / 1e3,
 		    hist_pct(&lat, 0.999) / 1e3, (double)lat.max / 1e3, srv_cpu,
-		    (double)msgs * per,
-		    100 * cli_cpu / wall, (unsigned long long)errors);
+		    (double)msgs * per, 100 * cli_cpu / wall,
+		    (unsigned long long)errors);
 		break;
 	case M_CHAT: {
 		long long loss =
