@@ -340,7 +340,11 @@ def main():
             return None
 
     def get(res, key):
-        return None if res is None else float(res[key])
+        if res is None:
+            return None
+        if res.get("mode") == "hold" and (float(res["rss1_kib"]) < 0 or float(res["up"]) < float(res["want"])):
+            return None  # the server died or refused some: no per-connection figure
+        return float(res[key])
 
     echo_args = ["-c", "50", "-i", "16", "-s", "64", "-d", str(D), "-w", str(W)]
     chat_args = ["-c", "200", "-k", "10", "-d", str(D), "-w", str(W)]
@@ -501,8 +505,8 @@ def main():
             p = attempt("parleyd hold big", lambda: run_bench(
                 bench, ["hold", "--tls", "-c", str(HOLD_BIG), "-d", "3", "-w", "2",
                         "-p", str(ports["chat-tls"] if False else ports["echo-tls"]), "--pid", str(srv.pid())], 300))
-        t.add("TLS clients held at once (want %d)" % HOLD_BIG, "conns", "(more)", get(p, "up"), [],
-              "%s KiB/conn" % (fmt(get(p, "kib_per_conn"), "KiB")))
+        t.add("TLS clients held at once (want %d)" % HOLD_BIG, "conns", "(more)",
+              p and float(p["up"]), [], "%s KiB/conn" % (fmt(get(p, "kib_per_conn"), "KiB")))
         srv, ports = parley_server()
         n_chat = 200 if a.quick else 2000
         with srv:
