@@ -207,22 +207,43 @@ hist_pct(const struct hist *h, double p)
 }
 
 /* /proc readers: server CPU seconds and RSS KiB. */
+/*
+ * The server's /proc files are opened once, before any connection, and
+ * re-read with pread: at 20,000 connections there may be no fd left.
+ */
+static int stat_fd = -1, status_fd = -1;
+
+static void
+proc_open(pid_t pid)
+{
+	char path[64];
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	status_fd = open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* Whole /proc file into buf; -1 when the process is gone. */
+static ssize_t
+proc_read(int fd, char *buf, size_t size)
+{
+	ssize_t n;
+
+	if (fd < 0 || (n = pread(fd, buf, size - 1, 0)) <= 0)
+		return -1;
+	buf[n] = '\0';
+	return n;
+}
+
 static double
 proc_cpu(pid_t pid)
 {
-	char path[64], buf[2048], *p;
+	char buf[2048], *p;
 	unsigned long ut, st;
-	FILE *f;
-	size_t n;
 
-	if (pid <= 0)
+	if (pid <= 0 || proc_read(stat_fd, buf, sizeof buf) < 0)
 		return 0;
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return 0;
-	n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[n] = '\0';
 	/* Field 2 is "(comm)", which may hold spaces: skip past its ')'. */
 	if ((p = strrchr(buf, ')')) == NULL)
 		return 0;
@@ -235,19 +256,13 @@ proc_cpu(pid_t pid)
 static long
 proc_rss_kib(pid_t pid)
 {
-	char path[64], line[256];
+	char buf[4096], *p;
 	long kib = -1;
-	FILE *f;
 
-	if (pid <= 0)
+	if (pid <= 0 || proc_read(status_fd, buf, sizeof buf) < 0)
 		return -1;
-	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return -1;
-	while (fgets(line, sizeof line, f) != NULL)
-		if (sscanf(line, "VmRSS: %ld", &kib) == 1)
-			break;
-	fclose(f);
+	if ((p = strstr(buf, "\nVmRSS:")) != NULL)
+		sscanf(p + 1, "VmRSS: %ld", &kib);
 	return kib;
 }
 
@@ -255,18 +270,12 @@ proc_rss_kib(pid_t pid)
 static int
 server_dead(void)
 {
-	char path[64], buf[512], *p;
-	FILE *f;
-	size_t n;
+	char buf[2048], *p;
 
 	if (server_pid <= 0)
 		return 0;
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)server_pid);
-	if ((f = fopen(path, "r")) == NULL)
+	if (proc_read(stat_fd, buf, sizeof buf) < 0)
 		return 1;
-	n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[n] = '\0';
 	p = strrchr(buf, ')');
 	return p == NULL || p[1] == '\0' || p[2] == 'Z' || p[2] == 'X';
 }
@@ -1279,6 +1288,8 @@ main(int argc, char **argv)
 				die("out of memory");
 		}
 	}
+	if (server_pid > 0)
+		proc_open(server_pid);
 	t_zero = now_ns();
 
 	if (mode == M_HOLD) {
