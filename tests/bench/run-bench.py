@@ -347,8 +347,9 @@ def main():
     def get(res, key):
         if res is None:
             return None
-        if res.get("mode") == "hold" and (float(res["rss1_kib"]) < 0 or float(res["up"]) < float(res["want"])):
-            return None  # the server died or refused some: no per-connection figure
+        if res.get("mode") == "hold" and (float(res["rss1_kib"]) < 0 or
+                                          float(res["up"]) < 0.95 * float(res["want"])):
+            return None  # the server died or held too few: no per-connection figure
         return float(res[key])
 
     echo_args = ["-c", "50", "-i", "16", "-s", "64", "-d", str(D), "-w", str(W)]
