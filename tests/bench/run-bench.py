@@ -123,6 +123,7 @@ state_directory = %s
 log_level = warning
 %smax_connections = 30000
 max_connections_per_ip = 0
+connection_rate_per_ip = 0
 handshake_timeout = 60s
 
 [tls]
