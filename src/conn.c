@@ -563,14 +563,75 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/*
+ * Wrap a transport in a conn and start it: the TLS handshake when ssl is
+ * set, the service's greeting otherwise.  direct: bev is a plain socket
+ * bufferevent, written by flush_cb.  Takes bev in every case.
+ * Returns the new conn's id, or 0 if it could not be set up or is
+ * already gone (a service that refused it).
+ */
+static uint64_t
+conn_start(struct server *s, const struct conn_service *svc,
+    const char *listener, struct bufferevent *bev, SSL *ssl, int direct,
+    const struct sockaddr *sa, socklen_t salen)
+{
+	struct conn *c;
+	uint64_t id;
+
+	if ((c = calloc(1, sizeof *c)) == NULL ||
+	    (c->deadline = evtimer_new(s->base, deadline_cb, c)) == NULL) {
+		log_err("out of memory accepting a connection");
+		free(c);
+		bufferevent_free(bev);
+		return 0;
+	}
+	c->srv = s;
+	c->svc = svc;
+	c->bev = bev;
+	c->ssl = ssl;
+	c->state = CONN_HANDSHAKE;
+	snprintf(c->listener, sizeof c->listener, "%s", listener);
+	if (salen <= sizeof c->addr)
+		memcpy(&c->addr, sa, salen);
+	format_peer(c, sa);
+	slot_alloc(c);
+	id = c->id;
+	TAILQ_INSERT_TAIL(&all_conns, c, entry);
+	nconns++;
+	state_counts[CONN_HANDSHAKE]++;
+	ipcount_add((struct sockaddr *)&c->addr);
+	s->stats.accepted++;
+	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
+	log_debug("conn %s: accepted on %s", c->peer, listener);
+
+	if (ssl != NULL) {
+		arm_deadline(c, s->cfg->handshake_timeout_ms);
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	} else if (direct) {
+		/* Written by flush_cb; see flush_list.  (A new socket
+		 * bufferevent starts with EV_WRITE enabled.) */
+		c->direct = 1;
+		bufferevent_disable(c->bev, EV_WRITE);
+		evbuffer_add_cb(
+		    bufferevent_get_output(c->bev), conn_outbuf_cb, c);
+		transport_ready(c); /* may free c */
+	} else {
+		/* Any other transport writes itself. */
+		bufferevent_enable(c->bev, EV_WRITE);
+		transport_ready(c); /* may free c */
+	}
+	return conn_lookup(id) != NULL ? id : 0;
+}
+
 void
 conn_accept(struct server *s, const struct conn_service *svc,
     const char *listener, int tls, int fd, const struct sockaddr *sa,
     socklen_t salen)
 {
-	struct conn *c;
 	const struct config *cfg = s->cfg;
 	const char *why;
+	struct bufferevent *bev;
+	SSL *ssl = NULL;
 	unsigned per_ip;
 
 	if ((why = gate_check(s->gate, cfg, sa)) != NULL) {
@@ -601,70 +662,39 @@ conn_accept(struct server *s, const struct conn_service *svc,
 		    "address\r\n");
 		return;
 	}
-	if ((c = calloc(1, sizeof *c)) == NULL) {
-		log_err("out of memory accepting a connection");
-		close(fd);
-		return;
-	}
-	c->srv = s;
-	c->svc = svc;
-	c->state = CONN_HANDSHAKE;
-	snprintf(c->listener, sizeof c->listener, "%s", listener);
-	if (salen <= sizeof c->addr)
-		memcpy(&c->addr, sa, salen);
-	format_peer(c, sa);
-	set_tcp_options(fd);
-
 	if (tls) {
 		if (s->tls_ctx == NULL ||
-		    (c->ssl = tls_ssl_new(s->tls_ctx)) == NULL) {
+		    (ssl = tls_ssl_new(s->tls_ctx)) == NULL) {
 			close(fd);
-			free(c);
 			return;
 		}
 		if (tls > 1) /* LISTEN_TLS_MODE: asks for a client cert */
 			tls_ask_client_cert(
-			    c->ssl, tls - 1 == CLIENT_CERTS_REQUIRED);
+			    ssl, tls - 1 == CLIENT_CERTS_REQUIRED);
 		/* On failure this has already freed the SSL (and not fd). */
-		c->bev = bufferevent_openssl_socket_new(s->base, fd, c->ssl,
+		bev = bufferevent_openssl_socket_new(s->base, fd, ssl,
 		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-		if (c->bev != NULL)
-			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+		if (bev != NULL)
+			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	} else {
-		c->bev =
+		bev =
 		    bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	}
-	if (c->bev == NULL ||
-	    (c->deadline = evtimer_new(s->base, deadline_cb, c)) == NULL) {
-		log_err("conn %s: cannot set up connection", c->peer);
-		if (c->bev != NULL)
-			bufferevent_free(c->bev);
-		else
-			close(fd);
-		free(c);
+	if (bev == NULL) {
+		log_err("cannot set up a %s connection", listener);
+		close(fd);
 		return;
 	}
-	slot_alloc(c);
-	TAILQ_INSERT_TAIL(&all_conns, c, entry);
-	nconns++;
-	state_counts[CONN_HANDSHAKE]++;
-	ipcount_add((struct sockaddr *)&c->addr);
-	s->stats.accepted++;
-	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
-	log_debug("conn %s: accepted on %s", c->peer, listener);
+	set_tcp_options(fd);
+	conn_start(s, svc, listener, bev, ssl, !tls, sa, salen);
+}
 
-	if (tls) {
-		arm_deadline(c, cfg->handshake_timeout_ms);
-		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	} else {
-		/* Written by flush_cb; see flush_list.  (A new socket
-		 * bufferevent starts with EV_WRITE enabled.) */
-		c->direct = 1;
-		bufferevent_disable(c->bev, EV_WRITE);
-		evbuffer_add_cb(
-		    bufferevent_get_output(c->bev), conn_outbuf_cb, c);
-		transport_ready(c);
-	}
+uint64_t
+conn_attach(struct server *s, const struct conn_service *svc,
+    const char *listener, struct bufferevent *bev, const struct sockaddr *sa,
+    socklen_t salen)
+{
+	return conn_start(s, svc, listener, bev, NULL, 0, sa, salen);
 }
 
 static void

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+struct bufferevent;
 struct conn;
 struct evbuffer;
 struct server;
@@ -56,6 +57,14 @@ struct conn_service {
  */
 void conn_accept(struct server *s, const struct conn_service *svc,
     const char *listener, int tls, int fd, const struct sockaddr *sa,
+    socklen_t salen);
+/*
+ * Serve svc over a transport that is already up (tests and fuzzers: one
+ * end of a bufferevent_pair).  The conn owns bev from here on, even on
+ * failure.  Returns its id, or 0 if it is already gone.
+ */
+uint64_t conn_attach(struct server *s, const struct conn_service *svc,
+    const char *listener, struct bufferevent *bev, const struct sockaddr *sa,
     socklen_t salen);
 
 uint64_t conn_id(const struct conn *c);
