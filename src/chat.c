@@ -420,6 +420,7 @@ process(struct session *s)
 	size_t eol_len, len, max = cfg->chat_max_line;
 	char *line;
 	int budget = LINES_PER_WAKEUP;
+	const uint64_t id = s->id;
 
 	while (conn_state(s->conn) == CONN_ACTIVE && !s->querying) {
 		eol = evbuffer_search_eol(p, NULL, &eol_len, EVBUFFER_EOL_LF);
@@ -475,6 +476,13 @@ process(struct session *s)
 		line[len] = '\0';
 		handle_line(s, line, len);
 		free(line);
+		/*
+		 * The line may have closed the conn at once (/quit with its
+		 * goodbye held behind a replay leaves no output to flush),
+		 * and freed s with it.
+		 */
+		if (conn_lookup(id) == NULL)
+			return;
 	}
 	conn_resume(s->conn, PAUSE_FLOOD);
 }
