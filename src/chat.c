@@ -254,10 +254,21 @@ session_set_nick(struct session *s, const char *nick, char *why, size_t whylen)
 	const char *bad;
 	char fold[NICK_BYTES_MAX];
 	struct session *other;
+	size_t n;
 
 	if ((bad = nick_check(
 		 nick, strlen(nick), ch->srv->cfg->chat_nick_max)) != NULL) {
-		snprintf(why, whylen, "invalid nick \"%s\": %s", nick, bad);
+		/*
+		 * Quote at most 64 bytes of it, cut at a character boundary:
+		 * why is short, and a cut inside a character would send the
+		 * client invalid UTF-8.
+		 */
+		n = strlen(nick);
+		if (n > 64)
+			for (n = 64; ((unsigned char)nick[n] & 0xC0) == 0x80;)
+				n--;
+		snprintf(why, whylen, "invalid nick \"%.*s%s\": %s", (int)n,
+		    nick, nick[n] != '\0' ? "..." : "", bad);
 		return -1;
 	}
 	name_fold(nick, strlen(nick), fold, sizeof fold);
