@@ -334,7 +334,9 @@ def uses_asan(pid):
     freed memory resident, so RSS bounds must be looser)."""
     try:
         with open("/proc/%d/maps" % pid) as f:
-            return "libasan" in f.read()
+            maps = f.read()
+        # valgrind's allocator (vgpreload) keeps freed memory too.
+        return "libasan" in maps or "vgpreload_memcheck" in maps
     except OSError:
         return False
 

@@ -20,6 +20,7 @@ import asyncio
 import ctypes
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -32,6 +33,14 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+# $PARLEYD_WRAPPER: a command put in front of every parleyd a Server starts
+# (make check-valgrind sets it to valgrind).  Everything is slower under it,
+# so start-up, stop and the script watchdog get SLOW times longer, and
+# servers are stopped with SIGTERM (not SIGKILL) so the wrapper can report.
+WRAPPER = shlex.split(os.environ.get("PARLEYD_WRAPPER", ""))
+SLOW = 6 if WRAPPER else 1
 
 
 def parleyd_path():
@@ -146,7 +155,7 @@ def main(fn, timeout=55):
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(timeout)
+    signal.alarm(timeout * SLOW)
     code = 1
     try:
         daemon = parleyd_path()
@@ -255,6 +264,8 @@ _servers = []
 def _stop_all():
     for srv in list(_servers):
         try:
+            if WRAPPER and srv.alive():
+                srv.stop()
             srv.kill()
         except Exception:  # noqa: BLE001 - best effort cleanup
             pass
@@ -301,7 +312,7 @@ class Server:
         self.proc = None
         self.killed = False
         self.returncode = None
-        self.start_timeout = start_timeout
+        self.start_timeout = start_timeout * SLOW
         self.nofile = nofile
         need_tls = tls if tls is not None else any(l["tls"] for l in self.listeners)
         self.cert = self.key = None
@@ -363,7 +374,7 @@ class Server:
         logf = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [parleyd_path(), "-c", self.conf_path], stdin=subprocess.DEVNULL,
+                WRAPPER + [parleyd_path(), "-c", self.conf_path], stdin=subprocess.DEVNULL,
                 stdout=logf, stderr=logf, cwd=self.dir, preexec_fn=self._preexec)
         finally:
             logf.close()
@@ -448,7 +459,7 @@ class Server:
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(sig)
-                self.proc.wait(timeout=timeout)
+                self.proc.wait(timeout=timeout * SLOW)
             except subprocess.TimeoutExpired:
                 self.killed = True
                 self.proc.kill()
@@ -461,7 +472,7 @@ class Server:
         if self.proc is None:
             return None
         try:
-            self.proc.wait(timeout=timeout)
+            self.proc.wait(timeout=timeout * SLOW)
         except subprocess.TimeoutExpired:
             self.kill()
         self.returncode = self.proc.returncode
@@ -479,6 +490,8 @@ class Server:
             self.returncode = self.proc.returncode
 
     def cleanup(self):
+        if WRAPPER and self.alive():
+            self.stop()  # let the wrapper finish its report
         self.kill()
         if self in _servers:
             _servers.remove(self)
