@@ -263,10 +263,7 @@ session_set_nick(struct session *s, const char *nick, char *why, size_t whylen)
 		 * why is short, and a cut inside a character would send the
 		 * client invalid UTF-8.
 		 */
-		n = strlen(nick);
-		if (n > 64)
-			for (n = 64; ((unsigned char)nick[n] & 0xC0) == 0x80;)
-				n--;
+		n = text_cut(nick, strlen(nick), 64);
 		snprintf(why, whylen, "invalid nick \"%.*s%s\": %s", (int)n,
 		    nick, nick[n] != '\0' ? "..." : "", bad);
 		return -1;

@@ -161,6 +161,16 @@ text_sanitize(
 	return (o);
 }
 
+size_t
+text_cut(const char *s, size_t len, size_t max)
+{
+	if (len <= max)
+		return len;
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
 int
 text_valid_utf8(const char *buf, size_t len)
 {

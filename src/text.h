@@ -51,6 +51,13 @@ size_t text_sanitize(
 int text_valid_utf8(const char *buf, size_t len);
 
 /*
+ * Length of the longest prefix of s (len bytes of valid UTF-8) that fits
+ * in max bytes and ends at a character boundary: where to cut text that
+ * must stay valid UTF-8 when it is quoted in a bounded buffer.
+ */
+size_t text_cut(const char *s, size_t len, size_t max);
+
+/*
  * Telnet (RFC 854/855) command stripping, stateful across arbitrary chunk
  * boundaries.  Fixed size, no allocation; initialise with telnet_init.
  */

@@ -7,7 +7,7 @@
  *
  * Checks, for arbitrary bytes: text_sanitize output is valid UTF-8 with no
  * C0 but TAB, no DEL, no C1, within 3 bytes per input byte, idempotent, and
- * truncates to a prefix; text_valid_utf8 agrees with an independent
+ * truncates to a prefix; text_cut keeps whole characters; text_valid_utf8 agrees with an independent
  * validator; telnet_filter gives the same result whatever the chunking and
  * never overflows its reply buffer; accepted names obey the rules and fold
  * to accepted names.
@@ -136,6 +136,12 @@ fuzz_sanitize(const uint8_t *in, size_t len, uint32_t *seed)
 	/* Idempotent: sanitized text passes through untouched. */
 	n2 = text_sanitize(out, n, out2, TEXT_SANITIZE_MAX(n), &chg2);
 	CHECK(!chg2 && n2 == n && memcmp(out, out2, n) == 0);
+
+	/* Cutting sanitized text keeps whole characters, losing < 4 bytes. */
+	cap = rnd(seed) % (n + 1);
+	n2 = text_cut(out, n, cap);
+	CHECK(n2 <= cap && n2 + 4 > cap && ref_valid((const uint8_t *)out, n2));
+	CHECK(text_cut(out, n, n) == n);
 
 	/* Truncation yields a clean prefix that fits. */
 	cap = 1 + rnd(seed) % (n + 1);
