@@ -556,7 +556,7 @@ class Server:
 def run(coro, timeout=30):
     """asyncio.run with a hard timeout (raises asyncio.TimeoutError)."""
     async def bounded():
-        return await asyncio.wait_for(coro, timeout)
+        return await asyncio.wait_for(coro, timeout * SLOW)
     return asyncio.run(bounded())
 
 

@@ -14,7 +14,7 @@ and TLS, under these loads at once for --seconds:
   flooder    bursts of 120 lines at once into #flood every 15 s; flood
              control slows it down, a witness in #flood must still see
              every line
-  slow       a client joins #soak, asks for /help 30 times and reads
+  slow       a client joins #soak, asks for /help 100 times and reads
              nothing for 15 s (output limits are small here, so it is
              held back or cut off), then reads and quits; one after another
   echo       echo sessions of 1 byte to 256 KiB, checked byte for byte
@@ -200,7 +200,7 @@ async def slow_reader(port, stop, stats):
             s.setblocking(False)
             await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", port))
             r, w = await pt.connect(port, sock=s, timeout=10)
-            w.write(b"/join #soak\n" + b"/help\n" * 30)
+            w.write(b"/join #soak\n" + b"/help\n" * 100)
             await w.drain()
             try:
                 await asyncio.wait_for(stop.wait(), 15)
@@ -387,7 +387,7 @@ def main():
         listeners=[pt.listen(service="chat"), pt.listen(service="chat", tls=True),
                    pt.listen(service="echo"), pt.listen(service="echo", tls=True)],
         server={"log_level": "notice"},
-        extra="\n[chat]\noutput_soft_limit = 16k\noutput_hard_limit = 64k\n")
+        extra="\n[chat]\noutput_soft_limit = 16k\noutput_hard_limit = 256k\n")
     rc = 1
     try:
         time.sleep(0.5)
