@@ -14,8 +14,8 @@ and TLS, under these loads at once for --seconds:
   flooder    bursts of 120 lines at once into #flood every 15 s; flood
              control slows it down, a witness in #flood must still see
              every line
-  slow       a client joins #soak, asks for /help 100 times and reads
-             nothing for 15 s (output limits are small here, so it is
+  slow       a client joins #soak, asks for /help 300 times and reads
+             nothing for 35 s (output limits are small here, so it may be
              held back or cut off), then reads and quits; one after another
   echo       echo sessions of 1 byte to 256 KiB, checked byte for byte
   stall      a 2 MiB echo that the client does not read for 2 s
@@ -200,10 +200,10 @@ async def slow_reader(port, stop, stats):
             s.setblocking(False)
             await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", port))
             r, w = await pt.connect(port, sock=s, timeout=10)
-            w.write(b"/join #soak\n" + b"/help\n" * 100)
+            w.write(b"/join #soak\n" + b"/help\n" * 300)
             await w.drain()
             try:
-                await asyncio.wait_for(stop.wait(), 15)
+                await asyncio.wait_for(stop.wait(), 35)
             except asyncio.TimeoutError:
                 pass
             data, _ = await pt.read_to_eof(r, timeout=3)
@@ -379,6 +379,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("SOAK_SECONDS", 900)))
     ap.add_argument("--interval", type=float, default=None)
+    ap.add_argument("--no-history", action="store_true",
+                    help="[history] enabled = no (to tell its caches from the rest)")
     args = ap.parse_args()
     interval = args.interval or max(1.0, min(10.0, args.seconds / 40))
     pt.raise_nofile(4096)
@@ -387,7 +389,8 @@ def main():
         listeners=[pt.listen(service="chat"), pt.listen(service="chat", tls=True),
                    pt.listen(service="echo"), pt.listen(service="echo", tls=True)],
         server={"log_level": "notice"},
-        extra="\n[chat]\noutput_soft_limit = 16k\noutput_hard_limit = 256k\n")
+        extra="\n[chat]\noutput_soft_limit = 16k\noutput_hard_limit = 256k\n"
+              + ("\n[history]\nenabled = no\n" if args.no_history else ""))
     rc = 1
     try:
         time.sleep(0.5)
