@@ -33,7 +33,7 @@ async def scenario(t, srv):
              repr(m and m.string[-40:]))
         t.ok(m and b"..." in m.string, "a long invalid nick is quoted in part", repr(m and m.string[:80]))
 
-        await c.send("/search " + ch * 400)
+        await c.send("/search " + ch * 240)
         m = await c.expect(rb'^\*\*\* search "|^!!! ', timeout=10)
         t.ok(m and m.string.startswith(b'*** search "'), "/search of %d-byte characters answered" % width,
              repr(m and m.string[:80]))
