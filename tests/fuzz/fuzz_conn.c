@@ -63,6 +63,17 @@ static const char *const canned[] = {
     "\xff\xfa\x18\x01\xff\xf0",
     "\x1b[2J\x07\n",
     "\xc3\x28\xed\xa0\x80\n",
+    "/mode +k key\n",
+    "/mode +i\n",
+    "/mode +o guest2\n",
+    "/invite guest2\n",
+    "/kick guest2 out\n",
+    "/ban guest*\n",
+    "/unban guest*\n",
+    "/join #a key\n",
+    "/resume 0123456789abcdef0123456789abcdef\n",
+    "/register secret99\n",
+    "/identify secret99\n",
 };
 #define NCANNED (sizeof canned / sizeof canned[0])
 
