@@ -74,7 +74,9 @@ def drops(t, pw):
         os.chmod(srv.dir, 0o755)  # the config stays readable for reloads
         srv.start()
         os.chmod(srv.conf_path, 0o644)
-        t.like(srv.log(), r"running as %s" % USER, "log says it runs as %s" % USER)
+        # It binds before it switches user: the port may answer first.
+        t.ok(pt.wait_for(lambda: re.search(r"running as %s" % USER, srv.log()), 10),
+             "log says it runs as %s" % USER, srv.log_tail())
         got = ids(srv.pid)
         t.is_(got["Uid"], [pw.pw_uid] * 4, "real, effective, saved and fs uid are %s's" % USER)
         t.is_(got["Gid"], [pw.pw_gid] * 4, "all four gids are %s's group" % USER)
