@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "conf.h"
 #include "gate.h"
+#include "ipcount.h"
 #include "log.h"
 
 #define NBUCKETS 4096
@@ -21,7 +22,7 @@
 #define TRACK_MAX 262144
 
 struct bucket {
-	uint8_t key[9]; /* family byte + IPv4 address or IPv6 /64 */
+	uint8_t key[IPKEY_LEN]; /* family byte + IPv4 address or IPv6 /64 */
 	double tokens;
 	uint64_t ms; /* last refill */
 	struct bucket *next;
@@ -71,41 +72,6 @@ gate_free(struct gate *g)
 	free(g);
 }
 
-static int
-make_key(const struct sockaddr *sa, uint8_t key[9])
-{
-	memset(key, 0, 9);
-	if (sa->sa_family == AF_INET) {
-		key[0] = 4;
-		memcpy(key + 1,
-		    &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
-		    4);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)sa;
-
-		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-			key[0] = 4;
-			memcpy(key + 1, s6->sin6_addr.s6_addr + 12, 4);
-		} else {
-			key[0] = 6;
-			memcpy(key + 1, s6->sin6_addr.s6_addr, 8);
-		}
-	} else
-		return -1;
-	return 0;
-}
-
-static unsigned
-hash(const uint8_t key[9])
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-	int i;
-
-	for (i = 0; i < 9; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return h % NBUCKETS;
-}
-
 static void
 refill(const struct config *cfg, struct bucket *b, uint64_t now)
 {
@@ -139,22 +105,22 @@ sweep(struct gate *g, const struct config *cfg, uint64_t now)
 static int
 rate_ok(struct gate *g, const struct config *cfg, const struct sockaddr *sa)
 {
-	uint8_t key[9];
+	uint8_t key[IPKEY_LEN];
 	struct bucket **pp, *b;
 	uint64_t now;
 
-	if (cfg->connection_rate_per_ip == 0 || make_key(sa, key) == -1)
+	if (cfg->connection_rate_per_ip == 0 || ipkey_make(sa, key) == -1)
 		return 1;
 	now = clock_mono_ms();
 	if (g->n >= SWEEP_AT && now - g->last_sweep_ms >= 1000)
 		sweep(g, cfg, now);
-	pp = &g->tab[hash(key)];
-	while (*pp != NULL && memcmp((*pp)->key, key, 9) != 0)
+	pp = &g->tab[ipkey_hash(key) % NBUCKETS];
+	while (*pp != NULL && memcmp((*pp)->key, key, IPKEY_LEN) != 0)
 		pp = &(*pp)->next;
 	if ((b = *pp) == NULL) {
 		if (g->n >= TRACK_MAX || (b = calloc(1, sizeof *b)) == NULL)
 			return 1;
-		memcpy(b->key, key, 9);
+		memcpy(b->key, key, IPKEY_LEN);
 		b->tokens = cfg->connection_burst_per_ip;
 		b->ms = now;
 		*pp = b;

@@ -11,7 +11,7 @@
 #define NBUCKETS 4096
 
 struct ipent {
-	uint8_t key[9]; /* family byte + IPv4 address or IPv6 /64 */
+	uint8_t key[IPKEY_LEN]; /* family byte + IPv4 address or IPv6 /64 */
 	unsigned count;
 	struct ipent *next;
 };
@@ -19,10 +19,10 @@ struct ipent {
 /* Loop-thread only. */
 static struct ipent *buckets[NBUCKETS];
 
-static int
-make_key(const struct sockaddr *sa, uint8_t key[9])
+int
+ipkey_make(const struct sockaddr *sa, uint8_t key[IPKEY_LEN])
 {
-	memset(key, 0, 9);
+	memset(key, 0, IPKEY_LEN);
 	if (sa->sa_family == AF_INET) {
 		key[0] = 4;
 		memcpy(key + 1,
@@ -44,23 +44,23 @@ make_key(const struct sockaddr *sa, uint8_t key[9])
 	return 0;
 }
 
-static unsigned
-hash(const uint8_t key[9])
+uint32_t
+ipkey_hash(const uint8_t key[IPKEY_LEN])
 {
 	uint32_t h = 2166136261u; /* FNV-1a */
 	int i;
 
-	for (i = 0; i < 9; i++)
+	for (i = 0; i < IPKEY_LEN; i++)
 		h = (h ^ key[i]) * 16777619u;
-	return h % NBUCKETS;
+	return h;
 }
 
 static struct ipent **
-find(const uint8_t key[9])
+find(const uint8_t key[IPKEY_LEN])
 {
-	struct ipent **pp = &buckets[hash(key)];
+	struct ipent **pp = &buckets[ipkey_hash(key) % NBUCKETS];
 
-	while (*pp != NULL && memcmp((*pp)->key, key, 9) != 0)
+	while (*pp != NULL && memcmp((*pp)->key, key, IPKEY_LEN) != 0)
 		pp = &(*pp)->next;
 	return pp;
 }
@@ -68,10 +68,10 @@ find(const uint8_t key[9])
 unsigned
 ipcount_get(const struct sockaddr *sa)
 {
-	uint8_t key[9];
+	uint8_t key[IPKEY_LEN];
 	struct ipent **pp;
 
-	if (make_key(sa, key) == -1)
+	if (ipkey_make(sa, key) == -1)
 		return 0;
 	pp = find(key);
 	return *pp ? (*pp)->count : 0;
@@ -80,16 +80,16 @@ ipcount_get(const struct sockaddr *sa)
 void
 ipcount_add(const struct sockaddr *sa)
 {
-	uint8_t key[9];
+	uint8_t key[IPKEY_LEN];
 	struct ipent **pp;
 
-	if (make_key(sa, key) == -1)
+	if (ipkey_make(sa, key) == -1)
 		return;
 	pp = find(key);
 	if (*pp == NULL) {
 		if ((*pp = calloc(1, sizeof **pp)) == NULL)
 			return; /* uncounted, which only loosens a limit */
-		memcpy((*pp)->key, key, 9);
+		memcpy((*pp)->key, key, IPKEY_LEN);
 	}
 	(*pp)->count++;
 }
@@ -97,10 +97,10 @@ ipcount_add(const struct sockaddr *sa)
 void
 ipcount_del(const struct sockaddr *sa)
 {
-	uint8_t key[9];
+	uint8_t key[IPKEY_LEN];
 	struct ipent **pp, *e;
 
-	if (make_key(sa, key) == -1)
+	if (ipkey_make(sa, key) == -1)
 		return;
 	pp = find(key);
 	if ((e = *pp) == NULL)
