@@ -62,28 +62,8 @@ def rss_bound_kib(srv):
     return RSS_GROWTH_MAX_KIB + extra.get(srv.memory_checker(), 0)
 
 
-def connect(port, timeout=5):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-def recv_until(s, want, timeout):
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while want not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        s.settimeout(left)
-        try:
-            d = s.recv(65536)
-        except (socket.timeout, OSError):
-            break
-        if not d:
-            break
-        buf += d
-    return buf
+connect = pt.tcp_connect
+recv_until = pt.recv_until
 
 
 def recv_to_eof(s, timeout):

@@ -27,29 +27,8 @@ CPU_MAX = 0.4           # CPU seconds allowed in that window (a spin burns ~2)
 WARN_MAX = 3            # accept warnings per listener in the exhausted period
 
 
-def connect(port, timeout=5):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-def recv_until(s, want, timeout):
-    """Read until `want` (bytes) was seen, EOF, or timeout; returns the bytes."""
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while want not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        s.settimeout(left)
-        try:
-            d = s.recv(65536)
-        except (socket.timeout, OSError):
-            break
-        if not d:
-            break
-        buf += d
-    return buf
+connect = pt.tcp_connect
+recv_until = pt.recv_until
 
 
 def poll_echoes(socks, lines, timeout, settle=None):

@@ -674,6 +674,33 @@ async def echo_roundtrip(port, payload, host="127.0.0.1", tls=None, timeout=20):
         await close(writer)
 
 
+def tcp_connect(port, timeout=5, host="127.0.0.1"):
+    """A blocking client socket with Nagle off (tests send small lines)."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def recv_until(s, want, timeout):
+    """Read a blocking socket until `want` (bytes) was seen, EOF, or
+    timeout; returns the bytes."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while want not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        s.settimeout(left)
+        try:
+            d = s.recv(65536)
+        except (socket.timeout, OSError):
+            break
+        if not d:
+            break
+        buf += d
+    return buf
+
+
 def wait_for(pred, timeout=5, interval=0.05):
     """Poll pred() until truthy or timeout; returns the last value."""
     deadline = time.monotonic() + timeout
