@@ -102,6 +102,8 @@ static const struct key keys[] = {
     {"history", "max_messages_per_room", K_UINT, OFF(history_max_per_room), 0,
 	1000000000},
     {"history", "page_limit", K_UINT, OFF(history_page_max), 1, 1000},
+    {"history", "cache_size", K_SIZE, OFF(history_cache_size), 64 * 1024,
+	1ULL << 30},
     {"history", "required", K_BOOL, OFF(history_required), 0, 0},
     {"operators", "accounts", K_STRING, OFF(operator_accounts), 0, 0},
     {"operators", "fingerprints", K_STRING, OFF(operator_fingerprints), 0, 0},
@@ -323,6 +325,7 @@ config_new(void)
 	cfg->history_max_age_ms = 0;
 	cfg->history_max_per_room = 0;
 	cfg->history_page_max = 50;
+	cfg->history_cache_size = 1024 * 1024;
 	cfg->history_required = 0;
 	cfg->accounts_enabled = 1;
 	cfg->accounts_kdf = 0; /* scrypt */

@@ -92,6 +92,7 @@ struct config {
 	uint64_t history_max_age_ms; /* 0 = keep forever */
 	unsigned history_max_per_room; /* 0 = unlimited */
 	unsigned history_page_max; /* lines a command may return */
+	size_t history_cache_size; /* sqlite page cache per connection */
 	int history_required; /* refuse to start without it */
 
 	/* [accounts] */

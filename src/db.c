@@ -733,11 +733,13 @@ fail:
 }
 
 struct db *
-db_open(const char *path, int readonly, char *err, size_t errlen)
+db_open(const char *path, int readonly, size_t cache_bytes, char *err,
+    size_t errlen)
 {
 	struct db *db;
 	int flags = SQLITE_OPEN_NOMUTEX, i;
 	int64_t v;
+	char sql[64];
 
 	if ((db = calloc(1, sizeof *db)) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -752,6 +754,17 @@ db_open(const char *path, int readonly, char *err, size_t errlen)
 		goto fail;
 	}
 	sqlite3_busy_timeout(db->h, DB_BUSY_MS);
+	/*
+	 * Each connection (the writer and one per reader thread) keeps its
+	 * own page cache, which fills as the file grows: cap it, so memory
+	 * stays flat once the database outgrows it.
+	 */
+	snprintf(
+	    sql, sizeof sql, "PRAGMA cache_size = -%zu", cache_bytes / 1024);
+	if (sqlite3_exec(db->h, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db->h));
+		goto fail;
+	}
 	if (!readonly && setup_writer(db, path, err, errlen) == -1)
 		goto fail;
 	if (readonly) {

@@ -30,7 +30,8 @@ struct db_rows {
  * runs the migrations; a reader opens an existing file read-only.  NULL
  * with err set ("path: message") on failure; nothing is left open.
  */
-struct db *db_open(const char *path, int readonly, char *err, size_t errlen);
+struct db *db_open(const char *path, int readonly, size_t cache_bytes,
+    char *err, size_t errlen);
 void db_close(struct db *db);
 const char *db_errmsg(struct db *db);
 /* The message for rc: the connection's, if it is about rc, else generic. */

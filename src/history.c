@@ -204,6 +204,7 @@ struct history {
 	size_t queue_limit;
 	uint64_t max_age_ms;
 	unsigned max_per_room;
+	size_t cache_size; /* sqlite page cache per connection */
 	struct workq *readers;
 	pthread_t writer_tid;
 
@@ -398,7 +399,8 @@ reader_init(void *arg)
 	struct db *db;
 	char err[256];
 
-	if ((db = db_open(h->path, 1, err, sizeof err)) == NULL) {
+	if ((db = db_open(h->path, 1, h->cache_size, err, sizeof err)) ==
+	    NULL) {
 		pthread_mutex_lock(&h->lock);
 		snprintf(h->reader_err, sizeof h->reader_err, "%s", err);
 		pthread_mutex_unlock(&h->lock);
@@ -1068,6 +1070,7 @@ history_open(
 	h->queue_limit =
 	    cfg->history_queue_limit > 0 ? cfg->history_queue_limit : 1;
 	h->max_age_ms = cfg->history_max_age_ms;
+	h->cache_size = cfg->history_cache_size;
 	h->max_per_room = cfg->history_max_per_room;
 	STAILQ_INIT(&h->queue);
 	STAILQ_INIT(&h->w.pending);
@@ -1088,7 +1091,7 @@ history_open(
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if ((h->w.db = db_open(h->path, 0, err, errlen)) == NULL)
+	if ((h->w.db = db_open(h->path, 0, h->cache_size, err, errlen)) == NULL)
 		goto fail;
 	if ((h->last_id = db_last_id(h->w.db)) < 0) {
 		snprintf(err, errlen, "%s: %s", h->path, db_errmsg(h->w.db));

@@ -77,6 +77,8 @@ main(void)
 		 "buffer_limit = 64k\n"
 		 "[chat]\n"
 		 "default_room = #main\n"
+		 "[history]\n"
+		 "cache_size = 256k\n"
 		 "[listen one]\n"
 		 "address = ::1\n"
 		 "port = 7007\n"
@@ -96,6 +98,7 @@ main(void)
 	is_int(cfg->log_level, LOG_DEBUG, "log_level set");
 	is_int(cfg->echo_buffer_limit, 65536, "buffer_limit set");
 	is_str(cfg->chat_default_room, "#main", "default_room set");
+	is_int(cfg->history_cache_size, 262144, "history cache_size set");
 	is_int(cfg->shutdown_timeout_ms, 5000, "shutdown_timeout default");
 	is_int(cfg->tls_min_version, TLS1_2_VERSION, "TLS 1.2 floor default");
 	is_int(cfg->nlisteners, 2, "two listeners");
@@ -142,6 +145,8 @@ main(void)
 	    "key outside a section");
 	expect_error("[server]\nmax_connections = 0\n",
 	    "t.conf:2: max_connections", "zero max_connections");
+	expect_error("[history]\ncache_size = 1k\n", "t.conf:2: cache_size",
+	    "a history cache under 64k");
 	expect_error("[chat]\noutput_soft_limit = 1M\noutput_hard_limit = 64k\n"
 		     "[listen a]\nport = 1\n",
 	    "t.conf:1: [chat] output_hard_limit", "hard below soft limit");

@@ -690,7 +690,7 @@ test_moved(void)
 
 	snprintf(p, sizeof p, "%s/moved.db", dir);
 	snprintf(q, sizeof q, "%s/moved.db.away", dir);
-	if ((db = db_open(p, 0, err, sizeof err)) == NULL) {
+	if ((db = db_open(p, 0, 1024 * 1024, err, sizeof err)) == NULL) {
 		ok(0, "open %s: %s", p, err);
 		return;
 	}
