@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,10 +16,11 @@
 #include "log.h"
 
 /*
- * Process-wide and written once at start-up (log_init) or on reload
- * (log_set_level), both from the loop thread; worker threads only read.
+ * Process-wide, written by the loop thread.  log_journal and log_prog are
+ * set once by log_init, before any thread starts.  log_level also changes
+ * on reload while workers log: atomic (relaxed, it guards no other data).
  */
-static int log_level = LOG_INFO;
+static atomic_int log_level = LOG_INFO;
 static int log_journal;
 static const char *log_prog = "parleyd";
 
@@ -54,13 +56,13 @@ log_init(const char *progname)
 void
 log_set_level(int level)
 {
-	log_level = level;
+	atomic_store_explicit(&log_level, level, memory_order_relaxed);
 }
 
 int
 log_get_level(void)
 {
-	return log_level;
+	return atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
 int
@@ -95,7 +97,7 @@ log_msg(int level, const char *fmt, ...)
 	va_list ap;
 	int saved = errno;
 
-	if (level > log_level)
+	if (level > log_get_level())
 		return;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);

@@ -12,7 +12,8 @@ history, with required = yes it refuses to start with a clear message.
 
 Removed and replaced (by a file that is not a database) under a running
 server: logged once, no crash, chat goes on; a restart chats without
-history and says why.
+history and says why.  Moved while a line waits for its commit and a
+reload comes in between: the reload is done, the writer reports the move.
 
 Not root: the server runs as the test's own user (chmod 000 then bites
 the same way), and the ownership checks are skipped.
@@ -235,11 +236,45 @@ def replaced(t):
         srv.stop()
 
 
+def reload_while_pending(t):
+    """SIGHUP between a line and its commit, the file moved meanwhile: the
+    writer reports it after the reload set the log level (make check-tsan:
+    the race on that level between the loop and the writer)."""
+    with server(history={"batch_interval": "2s"}) as srv:
+        path = hl.db_path(srv)
+
+        async def go():
+            a = await cc.Chat.open(srv.port())
+            await a.say("before the move")
+            await hl.await_metric(srv, "history_written_total", lambda v: v >= 1, 15)
+            os.rename(path, path + ".moved")
+            # From here until the writer logs, nothing may touch the
+            # history from the loop (no room line, join or metrics scrape):
+            # the reload must be all that happens between them.
+            await a.say("pending across the reload")
+            await a.sync()
+            os.kill(srv.pid, signal.SIGHUP)
+            t.ok(await cc.await_log(srv, r"reload done", 10), "the reload is done",
+                 srv.log_tail(5))
+            t.ok(await cc.await_log(srv, MOVED_RE, 10), "the writer reports the moved file",
+                 srv.log_tail(5))
+            log = srv.log()
+            t.ok(log.index("reload done") < re.search(MOVED_RE, log).start(),
+                 "the pending line was committed after the reload")
+            n = await hl.await_metric(srv, "history_written_total", lambda v: v >= 2, 15)
+            t.is_(n, 2.0, "both lines written")
+            await a.close()
+        pt.run(go(), 40)
+        t.ok(srv.alive(), "no crash")
+        t.is_(srv.stop(), 0, "clean exit")
+
+
 def main(t):
     ownership(t)
     legacy_root_owned(t)
     unreadable(t)
     replaced(t)
+    reload_while_pending(t)
 
 
 pt.main(main)
