@@ -36,11 +36,15 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 
 # $PARLEYD_WRAPPER: a command put in front of every parleyd a Server starts
-# (make check-valgrind sets it to valgrind).  Everything is slower under it,
-# so start-up, stop and the script watchdog get SLOW times longer, and
-# servers are stopped with SIGTERM (not SIGKILL) so the wrapper can report.
+# (make check-valgrind sets it to valgrind).  $PARLEYTEST_SLOW: the daemon
+# is that many times slower without a wrapper (make check-tsan sets it for
+# its ThreadSanitizer parleyd); a wrapper implies 6.  A slowed daemon gets
+# SLOW times longer for start-up, stop, pt.run and the script watchdog,
+# and is stopped with SIGTERM (not SIGKILL) at clean-up, so a wrapper can
+# report and an instrumented daemon runs its teardown too.
 WRAPPER = shlex.split(os.environ.get("PARLEYD_WRAPPER", ""))
-SLOW = 6 if WRAPPER else 1
+SLOW = int(os.environ.get("PARLEYTEST_SLOW") or (6 if WRAPPER else 1))
+GENTLE_STOP = bool(WRAPPER) or SLOW > 1
 
 
 def parleyd_path():
@@ -264,7 +268,7 @@ _servers = []
 def _stop_all():
     for srv in list(_servers):
         try:
-            if WRAPPER and srv.alive():
+            if GENTLE_STOP and srv.alive():
                 srv.stop()
             srv.kill()
         except Exception:  # noqa: BLE001 - best effort cleanup
@@ -490,7 +494,7 @@ class Server:
             self.returncode = self.proc.returncode
 
     def cleanup(self):
-        if WRAPPER and self.alive():
+        if GENTLE_STOP and self.alive():
             self.stop()  # let the wrapper finish its report
         self.kill()
         if self in _servers:
