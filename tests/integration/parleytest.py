@@ -522,10 +522,12 @@ class Server:
         lines = self.log().splitlines()
         return "\n".join(lines[-n:]) if lines else "(log is empty)"
 
-    def rss_kib(self):
+    def rss_kib(self, field="VmRSS"):
+        """A /proc/PID/status memory line in KiB: VmRSS, or RssAnon (the
+        process's own memory, without the shared library pages in RSS)."""
         with open("/proc/%d/status" % self.pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         return None
 

@@ -24,13 +24,15 @@ and TLS, under these loads at once for --seconds:
              plus handshakes abandoned half-way and connections reset
              (SO_LINGER 0) mid-line
 
-Every --interval seconds it prints elapsed time, the server's RSS and
-open descriptors, and client counters.  It fails (exit 1) if a line or an
-echoed byte is lost, if RSS or the descriptor count keeps growing (the
-lowest value of the last third of the run, after a warm-up quarter, is
-above the lowest of the first third by more than 10% + 2 MiB, or by more
-than 4 descriptors), or if descriptors do not return to the idle baseline
-once the load stops.  Python 3 standard library only.
+Every --interval seconds it prints elapsed time, the server's RSS, its
+anonymous memory (RssAnon: heap, thread arenas and stacks -- what a leak
+grows; RSS also counts shared library pages, which rise as code paths are
+first used), open descriptors, and client counters.  It fails (exit 1) if
+a line or an echoed byte is lost, if memory or the descriptor count keeps
+growing (the lowest value of the last third of the run, after a warm-up
+quarter, is above the lowest of the first third by more than 10% + 2 MiB
+of RSS, 5% + 512 KiB of anonymous memory, or 4 descriptors), or if
+descriptors do not return to the idle baseline once the load stops.  Python 3 standard library only.
 """
 
 import argparse
@@ -300,7 +302,7 @@ async def tls_churn(chat_tls, echo_tls, stop, stats):
 
 
 def sample(srv):
-    return time.monotonic(), srv.rss_kib(), srv.fd_count()
+    return time.monotonic(), srv.rss_kib(), srv.fd_count(), srv.rss_kib("RssAnon")
 
 
 def growth_verdict(samples, what, idx, limit):
@@ -349,8 +351,8 @@ async def soak(srv, seconds, interval, stats):
         s = sample(srv)
         samples.append(s)
         c = stats.c
-        print("soak: t=%4ds rss=%6d KiB fds=%3d chat=%d/%d flood=%d echo=%d stall=%d "
-              "tls=%d slow=%d" % (s[0] - t0, s[1], s[2], c.get("chat_sent", 0),
+        print("soak: t=%4ds rss=%6d KiB anon=%6d KiB fds=%3d chat=%d/%d flood=%d echo=%d "
+              "stall=%d tls=%d slow=%d" % (s[0] - t0, s[1], s[3], s[2], c.get("chat_sent", 0),
                                   c.get("chat_received", 0), c.get("flood_sent", 0),
                                   c.get("echo_sessions", 0), c.get("stall_sessions", 0),
                                   c.get("tls_handshakes", 0), c.get("slow_sessions", 0)),
@@ -396,19 +398,21 @@ def main():
         time.sleep(0.5)
         base_fds = srv.fd_count()
         base_rss = srv.rss_kib()
-        print("soak: parleyd pid %d, %d s, idle: rss=%d KiB fds=%d"
-              % (srv.pid, args.seconds, base_rss, base_fds), flush=True)
+        print("soak: parleyd pid %d, %d s, idle: rss=%d KiB anon=%d KiB fds=%d"
+              % (srv.pid, args.seconds, base_rss, srv.rss_kib("RssAnon"), base_fds), flush=True)
         samples = asyncio.run(soak(srv, args.seconds, interval, stats))
 
         # Idle again: every descriptor the load opened must be closed.
         end_fds = pt.wait_for(lambda: srv.fd_count() <= base_fds and srv.fd_count(), 15)
         end_fds = srv.fd_count()
         end_rss = srv.rss_kib()
-        print("soak: idle after load: rss=%d KiB fds=%d (baseline %d)" % (end_rss, end_fds, base_fds))
+        print("soak: idle after load: rss=%d KiB anon=%d KiB fds=%d (baseline %d)"
+              % (end_rss, srv.rss_kib("RssAnon"), end_fds, base_fds))
         if end_fds != base_fds:
             stats.error("descriptors: %d open when idle again, %d at the start" % (end_fds, base_fds))
         verdicts = [
             growth_verdict(samples, "rss KiB", 1, lambda first: first * 1.10 + 2048),
+            growth_verdict(samples, "anon KiB", 3, lambda first: first * 1.05 + 512),
             growth_verdict(samples, "fds", 2, lambda first: first + 4),
         ]
         for v in verdicts:
