@@ -35,13 +35,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
-# $PARLEYD_WRAPPER: a command put in front of every parleyd a Server starts
-# (make check-valgrind sets it to valgrind).  $PARLEYTEST_SLOW: the daemon
-# is that many times slower without a wrapper (make check-tsan sets it for
-# its ThreadSanitizer parleyd); a wrapper implies 6.  A slowed daemon gets
-# SLOW times longer for start-up, stop, pt.run and the script watchdog,
-# and is stopped with SIGTERM (not SIGKILL) at clean-up, so a wrapper can
-# report and an instrumented daemon runs its teardown too.
+# $PARLEYD_WRAPPER: a command put in front of every parleyd a test starts
+# (make check-valgrind sets it to valgrind; daemon_argv() adds it).
+# $PARLEYTEST_SLOW: the daemon is that many times slower without a wrapper
+# (make check-tsan sets it for its ThreadSanitizer parleyd); a wrapper
+# implies 6.  A slowed daemon gets SLOW times longer for start-up, stop,
+# run(), wait_for() and the script watchdog, and is stopped with
+# SIGTERM (not SIGKILL) at clean-up, so a wrapper can report and an
+# instrumented daemon runs its teardown too.
 WRAPPER = shlex.split(os.environ.get("PARLEYD_WRAPPER", ""))
 SLOW = int(os.environ.get("PARLEYTEST_SLOW") or (6 if WRAPPER else 1))
 GENTLE_STOP = bool(WRAPPER) or SLOW > 1
@@ -50,6 +51,24 @@ GENTLE_STOP = bool(WRAPPER) or SLOW > 1
 def parleyd_path():
     """The daemon under test: $PARLEYD (set by `make check`) or <repo>/src/parleyd."""
     return os.environ.get("PARLEYD") or os.path.join(REPO, "src", "parleyd")
+
+
+def daemon_argv(*args):
+    """The argv that runs the daemon under test with args, behind
+    $PARLEYD_WRAPPER.  A script that starts parleyd itself (not through a
+    Server) uses this, so that make check-valgrind checks that run too."""
+    return WRAPPER + [parleyd_path()] + list(args)
+
+
+def daemon_env(**extra):
+    """os.environ without the service manager's variables (a test run from
+    a systemd unit must not hand them on), plus extra."""
+    env = dict(os.environ)
+    for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+              "LISTEN_PID", "LISTEN_FDNAMES"):
+        env.pop(k, None)
+    env.update(extra)
+    return env
 
 
 KEEP = os.environ.get("PARLEYTEST_KEEP", "") not in ("", "0")
@@ -295,6 +314,12 @@ class Server:
     pass cert=(certpath, keypath)). server/echo: extra key=value for those
     sections (strings, written verbatim). extra: raw text appended to the config.
     nofile: RLIMIT_NOFILE (soft and hard) for the daemon, set before exec.
+
+    Started means ready: the daemon said READY=1 on the NOTIFY_SOCKET the
+    harness gave it (sent once listening, after the switch to [server] user
+    and after history opened; from a daemon built --without-systemd, its
+    "parleyd VERSION ready" log line that follows), and every listener
+    accepted a probe connection.
     """
 
     def __init__(self, listeners=None, server=None, echo=None, tls=None, cert=None,
@@ -375,14 +400,26 @@ class Server:
     def _spawn(self):
         self.killed = False
         self.returncode = None
-        logf = open(self.log_path, "ab")
+        # The manager's end of NOTIFY_SOCKET, in the abstract namespace: no
+        # file for a daemon that switched user to be refused.
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        name = "parleytest-%d-%s" % (os.getpid(), os.urandom(6).hex())
         try:
-            self.proc = subprocess.Popen(
-                WRAPPER + [parleyd_path(), "-c", self.conf_path], stdin=subprocess.DEVNULL,
-                stdout=logf, stderr=logf, cwd=self.dir, preexec_fn=self._preexec)
+            notify.bind("\0" + name)
+            log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+            logf = open(self.log_path, "ab")
+            try:
+                self.proc = subprocess.Popen(
+                    daemon_argv("-c", self.conf_path), stdin=subprocess.DEVNULL,
+                    stdout=logf, stderr=logf, cwd=self.dir, preexec_fn=self._preexec,
+                    env=daemon_env(NOTIFY_SOCKET="@" + name))
+            finally:
+                logf.close()
+            deadline = time.monotonic() + self.start_timeout
+            self._await_ready(notify, log_start, deadline)
         finally:
-            logf.close()
-        deadline = time.monotonic() + self.start_timeout
+            # Later STATUS= and READY=1 (reloads) go nowhere; parleyd ignores that.
+            notify.close()
         pending = list(self.listeners)
         probes = []
         while pending:
@@ -410,6 +447,36 @@ class Server:
         # The probes count as connections (per address too) until the
         # daemon has seen them close: let it, so a test starts from zero.
         wait_for(lambda: not self._peers_from(probes), 5)
+
+    def _await_ready(self, notify, log_start, deadline):
+        """Until READY=1 arrives on notify (or the daemon logs that it is
+        ready); ServerStartError if it exits or the deadline passes."""
+        ready_re = re.compile(r"parleyd \S+ ready$", re.M)
+        while True:
+            if self.proc.poll() is not None:
+                self.returncode = self.proc.returncode
+                raise ServerStartError("parleyd exited with status %s during start-up; log:\n%s"
+                                       % (self.proc.returncode, self.log_tail()))
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServerStartError("no READY=1 from parleyd after %ss; log:\n%s"
+                                       % (self.start_timeout, self.log_tail()))
+            notify.settimeout(0.05)
+            try:
+                if "READY=1" in notify.recv(4096).decode(errors="replace").split("\n"):
+                    return
+            except (socket.timeout, TimeoutError):
+                pass
+            if ready_re.search(self._log_from(log_start)):
+                return
+
+    def _log_from(self, offset):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
 
     def _peers_from(self, ports):
         """Which of these client ports the daemon still holds a socket to."""
@@ -708,8 +775,9 @@ def recv_until(s, want, timeout):
 
 
 def wait_for(pred, timeout=5, interval=0.05):
-    """Poll pred() until truthy or timeout; returns the last value."""
-    deadline = time.monotonic() + timeout
+    """Poll pred() until truthy or timeout (SLOW times longer under a
+    wrapper: it waits for the daemon); returns the last value."""
+    deadline = time.monotonic() + timeout * SLOW
     while True:
         v = pred()
         if v or time.monotonic() >= deadline:
