@@ -15,8 +15,9 @@ import parleytest as pt  # noqa: E402
 
 def run_daemon(args, timeout=10):
     try:
-        r = subprocess.run([pt.parleyd_path()] + args, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        r = subprocess.run(pt.daemon_argv(*args), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout * pt.SLOW)
         return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
     except subprocess.TimeoutExpired as e:
         return "timeout", (e.stdout or b"").decode(errors="replace"), \

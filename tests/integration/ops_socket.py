@@ -28,9 +28,10 @@ def refused(port):
 
 
 def read_until(s, pattern, timeout=3):
-    """Read until the regex matches the text received so far (or timeout/EOF)."""
+    """Read until the regex matches the text received so far (or timeout/EOF;
+    SLOW times longer under a wrapper)."""
     buf = b""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * pt.SLOW
     while not re.search(pattern, buf.decode("utf-8", errors="replace"), re.M):
         left = deadline - time.monotonic()
         if left <= 0:
@@ -64,10 +65,6 @@ def activate(ssa, srv, nports, names):
     pid, on the first connection). Returns the ports, or None."""
     with open(srv.conf_path, "w") as f:
         f.write(srv.config_text())
-    env = dict(os.environ)
-    for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
-              "LISTEN_PID", "LISTEN_FDNAMES"):
-        env.pop(k, None)
     taken = {l["port"] for l in srv.listeners}
     for attempt in range(3):
         ports = []
@@ -78,12 +75,13 @@ def activate(ssa, srv, nports, names):
         cmd = [ssa]
         for p in ports:
             cmd += ["-l", "127.0.0.1:%d" % p]
-        cmd += ["--fdname=" + ":".join(names), pt.parleyd_path(), "-c", srv.conf_path]
+        # It execs the wrapper, which keeps its pid (LISTEN_PID) and fds.
+        cmd += ["--fdname=" + ":".join(names)] + pt.daemon_argv("-c", srv.conf_path)
         # Count before starting it: it may print its lines before we look.
         before = len(re.findall(r"Listening on", srv.log()))
         with open(srv.log_path, "ab") as logf:
             srv.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
-                                        stderr=logf, cwd=srv.dir, env=env,
+                                        stderr=logf, cwd=srv.dir, env=pt.daemon_env(),
                                         preexec_fn=pt._pdeathsig)
         pt.wait_for(lambda: len(re.findall(r"Listening on", srv.log())) >= before + nports
                     or not srv.alive(), 5)

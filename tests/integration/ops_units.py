@@ -87,7 +87,8 @@ def main(t):
         # ExecStartPre= is `parleyd -t -c CONF`: it must pass on a valid file.
         m = re.search(r"(?m)^ExecStartPre=(.*)$", text)
         if t.ok(m is not None, "service has ExecStartPre="):
-            rc, out = run(m.group(1).split(), 10)
+            # The unit's binary is the daemon under test: behind the wrapper too.
+            rc, out = run(pt.WRAPPER + m.group(1).split(), 10 * pt.SLOW)
             t.is_(rc, 0, "ExecStartPre (%s) passes on a valid config" % m.group(1))
             if rc != 0:
                 t.diag(out)
