@@ -47,11 +47,12 @@ class Crowd:
         self.other = [[] for _ in range(MEASURERS)]
         self.stop = False
         self.tasks = []
+        self.talkers = []
 
     def start(self):
         loop = asyncio.get_running_loop()
         for i, c in enumerate(self.clients):
-            self.tasks.append(asyncio.ensure_future(self.talk(c, i, loop)))
+            self.talkers.append(asyncio.ensure_future(self.talk(c, i, loop)))
             if i < MEASURERS:
                 self.tasks.append(asyncio.ensure_future(self.measure(c, i, loop)))
             else:
@@ -88,10 +89,15 @@ class Crowd:
 
     async def finish(self):
         self.stop = True
-        await asyncio.sleep(INTERVAL + 1.0)  # let the last lines arrive
-        for tk in self.tasks:
+        await asyncio.wait(self.talkers, timeout=10 * pt.SLOW)
+        # Let the last lines arrive (a gap stays a gap after the deadline).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0 * pt.SLOW
+        while self.missing() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for tk in self.talkers + self.tasks:
             tk.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.talkers, *self.tasks, return_exceptions=True)
 
     def missing(self):
         """(receiver, sender, problem) for every gap, duplicate or reorder."""
@@ -167,12 +173,17 @@ async def scenario(t, srv):
     for k in range(nA, nA + 32):
         await bl.send_raw(blast_line(k))
     nA += 32
-    await asyncio.sleep(1.0)
+    # Barrier: once the blaster's sync comes back, the server has handled
+    # (queued or skipped) every line blasted, however far behind it was.
+    bl_drain.cancel()
+    await asyncio.gather(bl_drain, return_exceptions=True)
+    await bl.sync(timeout=10 * pt.SLOW)
+    bl_drain = asyncio.ensure_future(crowd.drain(bl))
     t.ok(not re.search(r"chat stalled1 .*output_hard_limit", srv.log()),
          "A: room traffic alone never pushes it to the hard limit")
     s.w.transport.resume_reading()
     m = await s.expect(r"^\*\*\* you missed (\d+) message\(s\) while your connection was slow$",
-                       timeout=10)
+                       timeout=10 * pt.SLOW)
     t.ok(m, "A: after reading again it is told how many messages it missed",
          repr(cc.texts(list(s.backlog)[-3:])))
     before = list(s.backlog)
@@ -217,7 +228,7 @@ async def scenario(t, srv):
     t.ok(m, "B: server disconnects it past output_hard_limit (after %d messages, %d KiB)"
          % (nB, bytesB >> 10), srv.log_tail(5))
     s2.w.transport.resume_reading()
-    lines, eof = await s2.read_to_eof(timeout=8)
+    lines, eof = await s2.read_to_eof(timeout=8 * pt.SLOW)
     t.ok(eof, "B: its connection is closed")
     t.like(cc.texts(lines[-1:])[0] if lines else "",
            r"^!!! disconnected: you are not reading fast enough \(over %d bytes waiting\)$" % HARD,
@@ -226,9 +237,13 @@ async def scenario(t, srv):
     t.ok(pms and pms == list(range(len(pms))),
          "B: it got the first %d private messages in order before the reason" % len(pms))
     pm_drain.cancel()
-    await asyncio.sleep(0.5)
-    quit_seen = any(re.match(rb"^\*\*\* stalled2 has quit", l) for l in crowd.other[0])
-    t.ok(quit_seen, "B: the room is told it left")
+
+    def quit_seen():
+        return any(re.match(rb"^\*\*\* stalled2 has quit", l) for l in crowd.other[0])
+    deadline = loop.time() + 5 * pt.SLOW
+    while not quit_seen() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    t.ok(quit_seen(), "B: the room is told it left")
 
     crowd.phase = "after"
     await asyncio.sleep(1.0)
