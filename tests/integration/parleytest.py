@@ -605,13 +605,15 @@ class Server:
         """"asan" (AddressSanitizer build), "valgrind" (run under it) or None.
         Both keep freed memory resident for a while, so RSS bounds need room."""
         try:
-            if "valgrind" in os.readlink("/proc/%d/exe" % self.pid):
-                return "valgrind"
             with open("/proc/%d/maps" % self.pid) as f:
-                if "libasan" in f.read():
-                    return "asan"
+                maps = f.read()
         except OSError:
-            pass
+            return None
+        # Not the exe path: a build directory may have "valgrind" in its name.
+        if "vgpreload_" in maps:
+            return "valgrind"
+        if "libasan" in maps:
+            return "asan"
         return None
 
     def cpu_seconds(self):
