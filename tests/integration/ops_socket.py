@@ -101,6 +101,16 @@ def hup(srv):
     return m[-1] if len(m) > n else None
 
 
+def socket_fds(pid):
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:")
+        except FileNotFoundError:
+            pass  # closed meanwhile
+    return n
+
+
 def passed_chat(t, ssa):
     conf_port = pt.free_port()
     with pt.Server(listeners=[pt.listen("chat", port=conf_port, service="chat")],
@@ -182,9 +192,7 @@ def unclaimed(t, ssa):
             e.sendall(b"echo?\n")
             t.is_(read_until(e, r"echo\?\n", 3), "echo?\n",
                   "a section with no passed socket binds its own port as usual")
-        socks = [l for l in os.listdir("/proc/%d/fd" % srv.pid)
-                 if os.readlink("/proc/%d/fd/%s" % (srv.pid, l)).startswith("socket:")]
-        t.diag("daemon holds %d socket fd(s)" % len(socks))
+        t.diag("daemon holds %d socket fd(s)" % socket_fds(srv.pid))
         t.ok(srv.alive(), "server still running", srv.log_tail())
         t.is_(srv.stop(timeout=5), 0, "exit 0 on SIGTERM")
 

@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 # $PARLEYTEST_SLOW: the daemon is that many times slower without a wrapper
 # (make check-tsan sets it for its ThreadSanitizer parleyd); a wrapper
 # implies 6.  A slowed daemon gets SLOW times longer for start-up, stop,
-# run(), wait_for() and the script watchdog, and is stopped with
+# run(), connect(), wait_for() and the script watchdog, and is stopped with
 # SIGTERM (not SIGKILL) at clean-up, so a wrapper can report and an
 # instrumented daemon runs its teardown too.
 WRAPPER = shlex.split(os.environ.get("PARLEYD_WRAPPER", ""))
@@ -654,7 +654,10 @@ def client_ctx(cafile=None, minimum=None, maximum=None, seclevel0=False):
 
 
 async def connect(port, host="127.0.0.1", tls=None, timeout=5, server_hostname=None, sock=None):
-    """Open a stream connection; tls is an SSLContext or None. Returns (reader, writer)."""
+    """Open a stream connection; tls is an SSLContext or None. Returns (reader, writer).
+    The daemon accepts and shakes hands within timeout (SLOW times longer
+    under a wrapper)."""
+    timeout *= SLOW
     kw = {"limit": 1 << 20}
     if tls is not None:
         kw["ssl"] = tls
