@@ -267,9 +267,16 @@ async def responsive(t, srv, n=50):
         ok = sum(1 for m in ms if m)
         t.is_(ok, n, "%d parallel /%s all succeed (%.2fs)" % (n, phase, batch))
         worst = max(lat) if lat else None
-        t.ok(worst is not None and len(lat) >= 2 and worst < max(0.5, batch / 3),
-             "the loop answers during them: %d pings, worst %.3fs, batch %.2fs"
-             % (len(lat), worst or -1, batch))
+        desc = ("the loop answers during them: %d pings, worst %.3fs, batch %.2fs"
+                % (len(lat), worst or -1, batch))
+        if srv.memory_checker() == "valgrind":
+            # valgrind runs one thread at a time, and a thread that makes
+            # a syscall queues again for the CPU behind the hashers: pings
+            # stalled 1-4 s of a 4 s batch at random.  Pinned to one CPU
+            # (taskset -c 0) without valgrind, the worst was 0.09 s of 11 s.
+            t.skip(desc, "under valgrind this measures its thread scheduler")
+            continue
+        t.ok(worst is not None and len(lat) >= 2 and worst < max(0.5, batch / 3), desc)
     await cc.close_all(clients + [probe])
 
 
@@ -299,11 +306,9 @@ def main(t):
         t.skip("IPv6 per-/64 failure limit", "no IPv6 loopback")
     # A real cost (scrypt N=2^15, ~0.1 s a hash) on two threads: a batch
     # takes ~4 s.  Under a wrapper (valgrind: one thread at a time, 20-50
-    # times slower) 20 clients and N=2^12 take as long, and keep the loop's
-    # own share (each /identify renames: a line to every member of the
-    # room, n * (n + 1) in all) near what it is natively; 50 clients made
-    # the loop, not the hashing, the bottleneck.
-    n, scrypt_n = (50, 32768) if pt.SLOW == 1 else (20, 4096)
+    # times slower) 20 clients and N=2^12 take as long; 50 at 2^15 took
+    # minutes.  (ThreadSanitizer slows every thread alike: the native load.)
+    n, scrypt_n = (20, 4096) if pt.WRAPPER else (50, 32768)
     with cc.chat_server(chat={"flood_burst": "100"},
                         extra=accounts(scrypt_n=scrypt_n, threads=2)) as srv:
         try:
