@@ -656,7 +656,7 @@ def client_ctx(cafile=None, minimum=None, maximum=None, seclevel0=False):
 async def connect(port, host="127.0.0.1", tls=None, timeout=5, server_hostname=None, sock=None):
     """Open a stream connection; tls is an SSLContext or None. Returns (reader, writer).
     The daemon accepts and shakes hands within timeout (SLOW times longer
-    under a wrapper)."""
+    for a slowed daemon)."""
     timeout *= SLOW
     kw = {"limit": 1 << 20}
     if tls is not None:
@@ -780,8 +780,8 @@ def recv_until(s, want, timeout):
 
 
 def wait_for(pred, timeout=5, interval=0.05):
-    """Poll pred() until truthy or timeout (SLOW times longer under a
-    wrapper: it waits for the daemon); returns the last value."""
+    """Poll pred() until truthy or timeout (SLOW times longer for a slowed
+    daemon: it waits for the daemon); returns the last value."""
     deadline = time.monotonic() + timeout * SLOW
     while True:
         v = pred()
