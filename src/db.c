@@ -755,8 +755,8 @@ db_open(const char *path, int readonly, size_t cache_bytes, char *err,
 	}
 	sqlite3_busy_timeout(db->h, DB_BUSY_MS);
 	/*
-	 * Each connection (the writer and one per reader thread) keeps its
-	 * own page cache, which fills as the file grows: cap it, so memory
+	 * Each connection (the writer and each reader thread) keeps its own
+	 * page cache, which fills as the file grows: cap it, so memory
 	 * stays flat once the database outgrows it.
 	 */
 	snprintf(

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <sqlite3.h>
 
 #include "clock.h"
 #include "chat.h"
@@ -189,6 +190,10 @@ render(struct metrics *m, struct evbuffer *b)
 		GAUGE("worker_pending", "Jobs queued or running.", "%zu",
 		    ws.pending);
 	}
+	/* Bounded by [history] cache_size; shown so a soak can tell it apart. */
+	GAUGE("sqlite_memory_bytes",
+	    "Heap sqlite holds: page caches of history and accounts.", "%lld",
+	    (long long)sqlite3_memory_used());
 	GAUGE("loop_lag_seconds",
 	    "Worst event-loop delay since the previous scrape.", "%.6f",
 	    (double)m->lag_max_us / 1e6);

@@ -195,7 +195,8 @@ def main(t):
         for name in ("parley_rooms", "parley_accepted_total", "parley_tls_handshakes_total",
                      "parley_tls_failures_total", "parley_messages_in_total",
                      "parley_messages_out_total", "parley_bytes_in_total",
-                     "parley_slow_consumer_events_total", "parley_loop_lag_seconds"):
+                     "parley_slow_consumer_events_total", "parley_loop_lag_seconds",
+                     "parley_sqlite_memory_bytes"):
             t.ok(name in m0, "metric %s is exported" % name,
                  "samples: %r" % sorted(m0)[:60])
 

@@ -27,12 +27,16 @@ and TLS, under these loads at once for --seconds:
 Every --interval seconds it prints elapsed time, the server's RSS, its
 anonymous memory (RssAnon: heap, thread arenas and stacks -- what a leak
 grows; RSS also counts shared library pages, which rise as code paths are
-first used), open descriptors, and client counters.  It fails (exit 1) if
-a line or an echoed byte is lost, if memory or the descriptor count keeps
+first used) with sqlite's share of it (from /metrics), open descriptors,
+and client counters.  sqlite's page caches fill as the database grows, up
+to [history] cache_size each, so they are checked against that bound and
+the rest of anonymous memory must be flat.  It fails (exit 1) if a line
+or an echoed byte is lost, if memory or the descriptor count keeps
 growing (the lowest value of the last third of the run, after a warm-up
 quarter, is above the lowest of the first third by more than 10% + 2 MiB
-of RSS, 5% + 512 KiB of anonymous memory, or 4 descriptors), or if
-descriptors do not return to the idle baseline once the load stops.  Python 3 standard library only.
+of RSS, 5% + 512 KiB of anonymous memory without sqlite's, or 4
+descriptors), if sqlite holds more than its bound, or if descriptors do
+not return to the idle baseline once the load stops.  Python 3 standard library only.
 """
 
 import argparse
@@ -44,6 +48,7 @@ import ssl
 import struct
 import sys
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -301,8 +306,20 @@ async def tls_churn(chat_tls, echo_tls, stop, stats):
         await asyncio.sleep(0.05)
 
 
+def sqlite_kib(srv):
+    """parley_sqlite_memory_bytes from the metrics listener, in KiB."""
+    url = "http://127.0.0.1:%d/metrics" % srv.port(4)
+    with urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("parley_sqlite_memory_bytes "):
+                return int(float(line.split()[1])) // 1024
+    raise RuntimeError("no parley_sqlite_memory_bytes in /metrics")
+
+
 def sample(srv):
-    return time.monotonic(), srv.rss_kib(), srv.fd_count(), srv.rss_kib("RssAnon")
+    """(time, RSS, fds, anonymous memory, sqlite's share of it) in KiB."""
+    sq = sqlite_kib(srv)
+    return time.monotonic(), srv.rss_kib(), srv.fd_count(), srv.rss_kib("RssAnon"), sq
 
 
 def growth_verdict(samples, what, idx, limit):
@@ -351,8 +368,9 @@ async def soak(srv, seconds, interval, stats):
         s = sample(srv)
         samples.append(s)
         c = stats.c
-        print("soak: t=%4ds rss=%6d KiB anon=%6d KiB fds=%3d chat=%d/%d flood=%d echo=%d "
-              "stall=%d tls=%d slow=%d" % (s[0] - t0, s[1], s[3], s[2], c.get("chat_sent", 0),
+        print("soak: t=%4ds rss=%6d KiB anon=%6d KiB (sqlite %5d) fds=%3d chat=%d/%d flood=%d "
+              "echo=%d stall=%d tls=%d slow=%d" % (s[0] - t0, s[1], s[3], s[4], s[2],
+                                                   c.get("chat_sent", 0),
                                   c.get("chat_received", 0), c.get("flood_sent", 0),
                                   c.get("echo_sessions", 0), c.get("stall_sessions", 0),
                                   c.get("tls_handshakes", 0), c.get("slow_sessions", 0)),
@@ -389,7 +407,8 @@ def main():
     stats = Stats()
     srv = pt.Server(
         listeners=[pt.listen(service="chat"), pt.listen(service="chat", tls=True),
-                   pt.listen(service="echo"), pt.listen(service="echo", tls=True)],
+                   pt.listen(service="echo"), pt.listen(service="echo", tls=True),
+                   pt.listen(service="metrics")],
         server={"log_level": "notice"},
         extra="\n[chat]\noutput_soft_limit = 16k\noutput_hard_limit = 256k\n"
               + ("\n[history]\nenabled = no\n" if args.no_history else ""))
@@ -412,9 +431,16 @@ def main():
             stats.error("descriptors: %d open when idle again, %d at the start" % (end_fds, base_fds))
         verdicts = [
             growth_verdict(samples, "rss KiB", 1, lambda first: first * 1.10 + 2048),
-            growth_verdict(samples, "anon KiB", 3, lambda first: first * 1.05 + 512),
+            growth_verdict([s[:3] + (s[3] - s[4],) for s in samples], "anon KiB without sqlite",
+                           3, lambda first: first * 1.05 + 512),
             growth_verdict(samples, "fds", 2, lambda first: first + 4),
         ]
+        # sqlite's caches fill as the database grows: bounded, not flat.
+        top = max(s[4] for s in samples)
+        bound = 3 * 1024 + 2048  # history: 3 connections x cache_size 1M; accounts, slack
+        print("soak: sqlite memory: at most %d KiB (bound %d)" % (top, bound))
+        if top > bound:
+            stats.error("sqlite memory %d KiB over its bound %d KiB" % (top, bound))
         for v in verdicts:
             if v is None:
                 print("soak: too few samples to judge growth (run longer)")
