@@ -410,7 +410,12 @@ def main():
                    pt.listen(service="echo"), pt.listen(service="echo", tls=True),
                    pt.listen(service="metrics")],
         server={"log_level": "notice"},
+        # Every chat client that leaves is parked for resume_window (10
+        # minutes by default): bounded state that would still be filling
+        # in the last third of a 15-minute run.  A minute reaches its
+        # steady state within the warm-up quarter.
         extra="\n[chat]\noutput_soft_limit = 16k\noutput_hard_limit = 256k\n"
+              "resume_window = 60s\n"
               + ("\n[history]\nenabled = no\n" if args.no_history else ""))
     rc = 1
     try:
