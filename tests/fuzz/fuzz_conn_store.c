@@ -33,8 +33,9 @@
  *   knobs  bit 0 tight chat limits; bit 1 small replay and page limits;
  *          bit 2 PBKDF2, not scrypt; bit 3 two wrong passwords per
  *          address, slow answers to wrong ones, one registration per
- *          connection; bit 4 no resumable sessions; bits 5-6 clients at
- *          start - 1; bit 7 the default room is #vault (keyed)
+ *          connection; bit 4 no resumable sessions (with bit 0: parked
+ *          for 1 ms); bits 5-6 clients at start - 1; bit 7 the default
+ *          room is #vault (keyed)
  *   op     high nibble picks the client, low nibble the action:
  *          0-4 send the next N bytes (N = next byte); 5 a canned line;
  *          6 a canned command start, the next N bytes and a newline;
@@ -399,8 +400,8 @@ make_config(int knobs)
 		cfg->accounts_failure_delay_ms = 0;
 		cfg->accounts_failure_delay_max_ms = 0;
 	}
-	if (knobs & 16)
-		cfg->chat_resume_window_ms = 0;
+	if (knobs & 16) /* with tight limits, parked sessions expire at once */
+		cfg->chat_resume_window_ms = (knobs & 1) ? 1 : 0;
 	if (knobs & 128) {
 		free(cfg->chat_default_room);
 		if ((cfg->chat_default_room = strdup("#vault")) == NULL)

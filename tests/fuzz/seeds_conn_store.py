@@ -215,6 +215,34 @@ SEEDS["resume-takeover-identified"] = (
     .hurry().resume(0, 1)
     .send(0, "/who\n"))
 
+SEEDS["search-long"] = (
+    Seed(clients(1))
+    .send(0, "/search " + "\u00e9" * 530 + "\n")
+    .send(0, "/search " + " ".join(["w\u00f6rd"] * 150) + "\n")
+    .send(0, "/search \t\n/search \"\n/search *\n"))
+
+SEEDS["resume-missed-many"] = (
+    Seed(KNOB_SMALL | clients(2))
+    .send(0, "/join #r\n")
+    .drop(0)
+    .send(1, "/join #r\none\ntwo\nthree\n/part #r\nfour\nfive\n")
+    .resume(1, 0))
+
+SEEDS["oper-kill-kline"] = (
+    Seed(clients(3))
+    .send(1, "/nick bob\n")
+    .send(0, "/identify alice alicepass1\n/kill nobody\n/kill bob bye\n")
+    .send(0, "/kline 127.0.0.1 1h\n/kline 127.* 1h\n/kline 2001:db8::* 0 v6\n")
+    .send(0, "/kline 1.2.3.4 soon\n/kline\n/unkline 2001:db8::*\n/kline\n"))
+
+SEEDS["resume-expired"] = (
+    Seed(KNOB_TIGHT | KNOB_NORESUME | clients(2))
+    .drop(0)
+    .connect()
+    .drop(1)
+    .resume(2, 0)
+    .resume(2, 1))
+
 
 def main():
     top = os.path.dirname(os.path.abspath(__file__))
