@@ -53,7 +53,9 @@
  * end; chat output is safe CRLF lines (harness.h); a session that waits
  * for nothing holds no output back and is not paused for a replay or a
  * query; the history queue is committed, not degraded, nothing dropped;
- * the accounts store's set of names is the accounts table.
+ * the accounts store's set of names is the accounts table; the saved
+ * room settings are those the chat holds for owned rooms, the saved
+ * address bans those in force.
  * With PARLEY_FUZZ_DUMP set, each client's output goes to stderr.
  */
 #include "config.h"
@@ -80,6 +82,7 @@
 #include "history.h"
 #include "pwhash.h"
 #include "service.h"
+#include "strmap.h"
 
 #define MAXIN 16384
 #define WAIT_MS 5000 /* worker jobs must be answered within this */
@@ -479,6 +482,120 @@ settle(struct fz *f)
 	CHECK(!busy(f));
 }
 
+struct acl_check {
+	struct chat *ch;
+	sqlite3_stmt *q; /* is ?1 saved, with owners? */
+};
+
+/* Room settings without a live room are kept only for owned rooms. */
+static void
+acl_cb(const char *fold, void *value, void *arg)
+{
+	struct acl_check *c = arg;
+	int rc;
+
+	(void)value;
+	if (room_find(c->ch, fold) != NULL)
+		return;
+	sqlite3_reset(c->q);
+	sqlite3_bind_text(c->q, 1, fold, -1, SQLITE_TRANSIENT);
+	if ((rc = sqlite3_step(c->q)) != SQLITE_ROW) {
+		fprintf(stderr,
+		    "fuzz: settings of %s kept for no live room, but %s\n",
+		    fold, rc == SQLITE_DONE ? "not saved" : "cannot look");
+		abort();
+	}
+}
+
+/* What the database says persists is what the chat holds, and back. */
+static void
+check_rooms(struct chat *ch)
+{
+	struct acl_check c = {ch, NULL};
+	sqlite3_stmt *q;
+	int rc;
+
+	if (sqlite3_prepare_v2(st.db,
+		"SELECT name FROM rooms WHERE owners != ''", -1, &q,
+		NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(st.db,
+		"SELECT 1 FROM rooms WHERE name = ?1 AND owners != ''", -1,
+		&c.q, NULL) != SQLITE_OK)
+		die("select rooms", sqlite3_errmsg(st.db));
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+		if (strmap_get(ch->acls,
+			(const char *)sqlite3_column_text(q, 0)) == NULL) {
+			fprintf(stderr, "fuzz: room %s is saved, not held\n",
+			    sqlite3_column_text(q, 0));
+			abort();
+		}
+	CHECK(rc == SQLITE_DONE);
+	sqlite3_finalize(q);
+	strmap_foreach(ch->acls, acl_cb, &c);
+	sqlite3_finalize(c.q);
+}
+
+struct kline_check {
+	sqlite3_stmt *q; /* ?1's live row, if any */
+	int64_t now;
+	size_t n;
+};
+
+/* Bans expiring about now may differ in either place; skip them. */
+static int
+near_now(int64_t expires, int64_t now)
+{
+	return expires != 0 && expires > now - 2000 && expires < now + 2000;
+}
+
+static void
+kline_cb(const char *mask, int64_t expires, const char *reason, void *arg)
+{
+	struct kline_check *c = arg;
+
+	if (near_now(expires, c->now))
+		return;
+	c->n++;
+	sqlite3_reset(c->q);
+	sqlite3_bind_text(c->q, 1, mask, -1, SQLITE_TRANSIENT);
+	if (sqlite3_step(c->q) != SQLITE_ROW ||
+	    sqlite3_column_int64(c->q, 0) != expires ||
+	    strcmp((const char *)sqlite3_column_text(c->q, 1), reason) != 0) {
+		fprintf(
+		    stderr, "fuzz: ban of %s is not saved as it is\n", mask);
+		abort();
+	}
+}
+
+/* The address bans in force are the saved ones, and back. */
+static void
+check_klines(struct gate *g)
+{
+	struct kline_check c = {NULL, clock_real_ms(), 0};
+	sqlite3_stmt *q;
+	size_t n = 0;
+	int64_t e;
+	int rc;
+
+	if (sqlite3_prepare_v2(st.db,
+		"SELECT expires FROM klines WHERE live != 0", -1, &q,
+		NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(st.db,
+		"SELECT expires, reason FROM klines "
+		"WHERE mask = ?1 AND live != 0",
+		-1, &c.q, NULL) != SQLITE_OK)
+		die("select klines", sqlite3_errmsg(st.db));
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		e = sqlite3_column_int64(q, 0);
+		n += (e == 0 || e > c.now) && !near_now(e, c.now);
+	}
+	CHECK(rc == SQLITE_DONE);
+	sqlite3_finalize(q);
+	gate_kline_foreach(g, kline_cb, &c);
+	sqlite3_finalize(c.q);
+	CHECK(c.n == n);
+}
+
 static void
 check_end(struct fz *f)
 {
@@ -515,6 +632,8 @@ check_end(struct fz *f)
 	sqlite3_finalize(q);
 	CHECK(rc == SQLITE_DONE);
 	CHECK(n == accounts_count(st.a));
+	check_rooms(f->srv.chat);
+	check_klines(f->srv.gate);
 }
 
 /* PARLEY_FUZZ_DUMP set: what each client saw, on stderr (for seeds). */

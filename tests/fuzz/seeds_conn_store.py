@@ -243,6 +243,12 @@ SEEDS["resume-expired"] = (
     .resume(2, 0)
     .resume(2, 1))
 
+# Regression: the settings of a room whose only owner unregistered were kept
+# (key, bans) while no room was live, so the next joiner needed the old key.
+SEEDS["unregister-owner-of-empty-room"] = (
+    Seed(clients(1))
+    .send(0, "/identify alice alicepass1\n/unregister alicepass1\n"))
+
 
 def main():
     top = os.path.dirname(os.path.abspath(__file__))
