@@ -41,12 +41,13 @@
  *          6 a canned command start, the next N bytes and a newline;
  *          7 /resume with the real token of client (next byte) % 4;
  *          8 a retention pass now; 9 toggle slow reader; 10 half-close;
- *          11 connect; 12 reset; 13 commit the history queue; 14 hurry:
- *          no waiting after the next operation; 15 restart the chat
- *          (at most twice: conns and chat go, the stores stay)
+ *          11 connect; 12 reset; 13 commit the history queue; 14 hurry
+ *          on or off; 15 restart the chat (at most twice: conns and chat
+ *          go, the stores stay)
  * After every operation the loop runs until every worker job it caused
  * has completed and its callback has run (5 s at most, then abort: a
- * hang is a bug), unless hurried: that is how a client quits or vanishes
+ * hang is a bug); in a hurry it only runs what is ready, so the next
+ * operations race the workers: that is how a client quits or vanishes
  * with its replay or password check still in flight.
  *
  * Checks: no crash, sanitizer report or leak; all jobs answered at the
@@ -779,17 +780,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(history_flush_wait(st.h, WAIT_MS) == 0);
 			break;
 		case 14:
-			hurry = 2; /* this operation and the next */
+			hurry = !hurry;
 			break;
 		case 15:
 			if (restarts++ < RESTARTS_MAX)
 				restart(&f);
 			break;
 		}
-		if (hurry > 0) {
-			hurry--;
+		if (hurry)
 			fz_pump(&f);
-		} else
+		else
 			wait_jobs(&f);
 		note_tokens(&f);
 	}

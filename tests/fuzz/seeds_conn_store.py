@@ -54,6 +54,7 @@ class Seed:
         return self.op(0, 13)
 
     def hurry(self):
+        """On or off: in a hurry, operations do not wait for the workers."""
         return self.op(0, 14)
 
     def restart(self):
@@ -123,14 +124,17 @@ SEEDS["resume-good-bad"] = (
 
 SEEDS["quit-mid-replay"] = (
     Seed(clients(2))
-    .hurry().send(0, "/part\n/join #lobby\n/quit\n")
-    .hurry().drop(0)
-    .hurry().send(1, "/join #vault opensesame\n/quit bye\n")
-    .hurry().finish(1)
-    .hurry().connect()
-    .hurry().drop(2)
+    .hurry()
+    .send(0, "/part\n/join #lobby\n/quit\n")
+    .drop(0)
+    .send(1, "/join #vault opensesame\n/quit bye\n")
+    .finish(1)
     .connect()
-    .hurry().send(3, "/history 5\n")
+    .drop(2)
+    .hurry()
+    .connect()
+    .hurry()
+    .send(3, "/history 5\n")
     .drop(3))
 
 SEEDS["password-delays"] = (
@@ -140,8 +144,10 @@ SEEDS["password-delays"] = (
     .send(1, "/identify alice alicepass1\n/identify nobody x\n")
     .send(2, "/identify alice wrong\n/identify alice wrong\n")
     .send(3, "/identify alice wrong\n/identify alice alicepass1\n")
-    .hurry().send(1, "/identify alice bad\n")
-    .hurry().drop(1)
+    .hurry()
+    .send(1, "/identify alice bad\n")
+    .drop(1)
+    .hurry()
     .send(2, "/nick erin\n/register secret99\n/nick fred\n")
     .send(2, "/register secret99\n"))
 
@@ -196,8 +202,10 @@ SEEDS["slow-replay"] = (
     .slow(1)
     .send(0, "".join("a fairly long line of chat number %d\n" % i
                      for i in range(40)))
-    .hurry().send(1, "/part\n/join #lobby\n")
+    .hurry()
+    .send(1, "/part\n/join #lobby\n")
     .send(0, "/history 1000\n")
+    .hurry()
     .slow(1))
 
 SEEDS["register-tight"] = (
@@ -212,7 +220,8 @@ SEEDS["resume-takeover-identified"] = (
     .resume(1, 0)
     .send(1, "/who\n/mode +k key\n/kline\n")
     .send(0, "anyone?\n")
-    .hurry().resume(0, 1)
+    .hurry()
+    .resume(0, 1)
     .send(0, "/who\n"))
 
 SEEDS["search-long"] = (
