@@ -659,6 +659,38 @@ setup(struct accounts *a, char *err, size_t errlen)
 	return 0;
 }
 
+size_t
+accounts_inflight(struct accounts *a)
+{
+	struct workq_stats q, sq;
+
+	if (a == NULL)
+		return 0;
+	workq_stats(a->q, &q);
+	workq_stats(a->saveq, &sq);
+	return (
+	    size_t)(q.submitted - q.completed + sq.submitted - sq.completed);
+}
+
+int
+accounts_test_reload(struct accounts *a)
+{
+	struct strmap *names;
+	char err[256];
+
+	if (a == NULL || accounts_inflight(a) > 0 ||
+	    (names = strmap_new()) == NULL)
+		return -1;
+	strmap_free(a->names);
+	a->names = names;
+	a->seq = 0;
+	if (setup(a, err, sizeof err) == -1) {
+		log_err("accounts: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
 struct accounts *
 accounts_open(
     struct event_base *base, const struct config *cfg, char *err, size_t errlen)

@@ -59,6 +59,17 @@ void accounts_reconfigure(struct accounts *a, const struct config *cfg);
 
 int accounts_registered(const struct accounts *a, const char *name);
 size_t accounts_count(const struct accounts *a);
+/*
+ * Jobs (password work, account statements, settings saves) whose
+ * completion has not run on the loop yet; 0 when the store is idle.
+ */
+size_t accounts_inflight(struct accounts *a);
+/*
+ * Test hook: read the registered names again after something else
+ * changed the tables (the fuzzers reset them between inputs).  Loop
+ * thread, with nothing in flight; 0, or -1 (the names are then empty).
+ */
+int accounts_test_reload(struct accounts *a);
 
 /*
  * Queue op; fn runs later on the loop thread (exactly once if this

@@ -249,6 +249,8 @@ chat_room_gone(struct chat *ch, struct room *r)
 struct forget {
 	struct chat *ch;
 	const char *account;
+	struct roomacl **drop; /* left without owners and without a room */
+	size_t ndrop;
 };
 
 static void
@@ -258,21 +260,32 @@ forget_cb(const char *key, void *value, void *arg)
 	struct roomacl *a = value;
 
 	(void)key;
-	if (list_del(&a->owners, f->account))
-		acl_save(f->ch, a); /* with no owners left: deleted */
+	if (!list_del(&a->owners, f->account))
+		return;
+	acl_save(f->ch, a); /* with no owners left: deleted */
+	if (a->owners.n == 0 && room_find(f->ch, a->fold) == NULL &&
+	    f->drop != NULL)
+		f->drop[f->ndrop++] = a;
 }
 
 void
 chat_rooms_forget_owner(struct chat *ch, const char *account)
 {
-	struct forget f = {ch, account};
+	struct forget f = {ch, account, NULL, 0};
+	size_t i;
 
 	/*
 	 * A deleted account owns nothing: whoever registers the name next
 	 * must not inherit its rooms.  An acl left without owners stays
 	 * until its room empties (or now, if it has none).
 	 */
+	f.drop = calloc(strmap_count(ch->acls) + 1, sizeof *f.drop);
 	strmap_foreach(ch->acls, forget_cb, &f);
+	for (i = 0; i < f.ndrop; i++) {
+		strmap_del(ch->acls, f.drop[i]->fold);
+		acl_free(f.drop[i]);
+	}
+	free(f.drop);
 }
 
 static void

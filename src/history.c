@@ -1333,6 +1333,12 @@ history_stats(struct history *h, struct history_stats *out)
 	pthread_mutex_unlock(&h->lock);
 }
 
+unsigned
+history_inflight(const struct history *h)
+{
+	return h != NULL ? h->replays_inflight + h->reads_inflight : 0;
+}
+
 int
 history_flush_wait(struct history *h, int timeout_ms)
 {

@@ -108,6 +108,11 @@ int history_search(struct history *h, const char *const *rooms, size_t nrooms,
     void *arg);
 
 void history_stats(struct history *h, struct history_stats *out);
+/*
+ * Replays and queries whose callback has not run yet; 0 once every
+ * answer has been delivered.  Lets a test wait for the store to go idle.
+ */
+unsigned history_inflight(const struct history *h);
 
 /*
  * Block the loop until everything appended so far is committed, at most

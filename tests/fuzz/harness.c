@@ -3,6 +3,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,17 +43,29 @@ fz_global_init(void)
 }
 
 int
-fz_init(struct fz *f, struct config *cfg)
+fz_init_base(struct fz *f, struct config *cfg, struct event_base *base)
 {
 	memset(f, 0, sizeof *f);
 	f->srv.cfg = cfg;
-	if ((f->srv.base = event_base_new()) == NULL ||
-	    (f->srv.chat = chat_new(&f->srv)) == NULL) {
-		if (f->srv.base != NULL)
-			event_base_free(f->srv.base);
+	f->srv.base = base;
+	if (base == NULL || (f->srv.chat = chat_new(&f->srv)) == NULL) {
 		config_free(cfg);
 		return -1;
 	}
+	return 0;
+}
+
+int
+fz_init(struct fz *f, struct config *cfg)
+{
+	struct event_base *base = event_base_new();
+
+	if (fz_init_base(f, cfg, base) == -1) {
+		if (base != NULL)
+			event_base_free(base);
+		return -1;
+	}
+	f->own_base = 1;
 	return 0;
 }
 
@@ -74,12 +87,38 @@ keep(struct fz_rec *r, int *overflow, const void *p, size_t len)
 	r->n += len;
 }
 
+/*
+ * Client i's address: 127.0.0.1 and 127.0.0.2, then 2001:db8::1 and
+ * 2001:db8::2, so per-address limits and bans (an IPv6 /64 counts as
+ * one address) can tell clients apart, or not.
+ */
+static socklen_t
+client_addr(int i, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof *ss);
+	if (i % 4 < 2) {
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)i % 2);
+		sin->sin_port = htons((uint16_t)(40000 + i));
+		return sizeof *sin;
+	}
+	sin6->sin6_family = AF_INET6;
+	inet_pton(
+	    AF_INET6, i % 2 ? "2001:db8::2" : "2001:db8::1", &sin6->sin6_addr);
+	sin6->sin6_port = htons((uint16_t)(40000 + i));
+	return sizeof *sin6;
+}
+
 int
 fz_connect(struct fz *f, const struct conn_service *svc)
 {
 	struct bufferevent *pair[2];
-	struct sockaddr_in sin;
+	struct sockaddr_storage ss;
 	struct fz_client *c;
+	socklen_t sslen;
 	int i = f->nclients;
 
 	if (i >= FZ_MAXCLIENTS ||
@@ -89,13 +128,10 @@ fz_connect(struct fz *f, const struct conn_service *svc)
 	memset(c, 0, sizeof *c);
 	c->bev = pair[1];
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	memset(&sin, 0, sizeof sin);
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sin.sin_port = htons((uint16_t)(40000 + i));
+	sslen = client_addr(i, &ss);
 	/* The conn owns pair[0] from here, whatever happens. */
 	c->id = conn_attach(
-	    &f->srv, svc, "fuzz", pair[0], (struct sockaddr *)&sin, sizeof sin);
+	    &f->srv, svc, "fuzz", pair[0], (struct sockaddr *)&ss, sslen);
 	f->nclients++;
 	return i;
 }
@@ -252,7 +288,7 @@ fz_check_chat_output(const struct fz_client *c)
 }
 
 void
-fz_free(struct fz *f)
+fz_disconnect_all(struct fz *f)
 {
 	int i;
 
@@ -263,10 +299,19 @@ fz_free(struct fz *f)
 		free(f->c[i].recv.p);
 		free(f->c[i].sent.p);
 	}
+	memset(f->c, 0, sizeof f->c);
+	f->nclients = 0;
 	/* Run the deferred callbacks and finalizers of the freed ends. */
 	event_base_loop(f->srv.base, EVLOOP_NONBLOCK);
+}
+
+void
+fz_free(struct fz *f)
+{
+	fz_disconnect_all(f);
 	chat_free(f->srv.chat);
-	event_base_free(f->srv.base);
+	if (f->own_base)
+		event_base_free(f->srv.base);
 	config_free(f->srv.cfg);
 	memset(f, 0, sizeof *f);
 }

@@ -3,7 +3,9 @@
  * chat and conns, on a private event base, with clients that are the
  * far ends of bufferevent pairs (conn_attach takes the near ends).
  * Everything is built and torn down per input, so a crash reproduces
- * from its input alone and leaks are the input's fault.
+ * from its input alone and leaks are the input's fault -- except, for
+ * fuzz_conn_store, the event base and the stores it keeps per process
+ * (see there).
  */
 #ifndef PARLEY_FUZZ_HARNESS_H
 #define PARLEY_FUZZ_HARNESS_H
@@ -15,6 +17,7 @@
 
 struct bufferevent;
 struct config;
+struct event_base;
 struct conn_service;
 struct session;
 
@@ -41,12 +44,15 @@ struct fz {
 	struct server srv;
 	struct fz_client c[FZ_MAXCLIENTS];
 	int nclients;
+	int own_base; /* fz_free frees srv.base */
 };
 
 /* Quiet logging, once per process. */
 void fz_global_init(void);
 /* Set up a server on cfg (which f then owns). -1 if out of resources. */
 int fz_init(struct fz *f, struct config *cfg);
+/* The same on the caller's base, which fz_free leaves alone. */
+int fz_init_base(struct fz *f, struct config *cfg, struct event_base *base);
 /* A new client of svc; its index, or -1 when full. */
 int fz_connect(struct fz *f, const struct conn_service *svc);
 void fz_send(struct fz *f, int i, const void *p, size_t n);
@@ -65,6 +71,9 @@ struct session *fz_session(struct fz *f, int i);
  * WONT/DONT x).  Aborts otherwise.
  */
 void fz_check_chat_output(const struct fz_client *c);
+/* Close every conn and forget every client (the chat stays). */
+void fz_disconnect_all(struct fz *f);
+/* fz_disconnect_all, then free the chat, the config and an own base. */
 void fz_free(struct fz *f);
 
 #endif
