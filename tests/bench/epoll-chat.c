@@ -2,11 +2,12 @@
  * epoll-chat: the reference chat broadcaster for parley-bench, as small as
  * a chat server can be while staying fair: one thread, level-triggered
  * epoll, non-blocking sockets, TCP_NODELAY, input framed per connection
- * on LF, and the complete lines of each read sent at once, straight from
- * the read handler, to every other connected client.  What a client does
- * not take waits in its output queue; past OUT_MAX (parleyd's default
- * output_soft_limit) further lines are skipped for it.  No nicks, rooms,
- * commands or TLS: parley-bench --proto line speaks to it.
+ * on LF.  The complete lines of a read are copied to every other client's
+ * output queue, and after each epoll wake-up every queue that grew is sent
+ * with one send(): one syscall per recipient per wake-up however many
+ * lines arrived, as libevent's write callbacks give parleyd.  Past OUT_MAX
+ * (parleyd's default output_soft_limit) a client's further lines are
+ * skipped.  No nicks, rooms, commands or TLS: parley-bench --proto line.
  *
  *   epoll-chat -p PORT
  */
@@ -34,15 +35,17 @@
 struct cconn {
 	int fd;
 	size_t slot; /* index in clients[] */
+	size_t dirty; /* index in dirty[] + 1, or 0 */
+	int blocked; /* EPOLLOUT armed: the kernel took less than all */
 	char in[LINE_MAX_LEN]; /* the start of an unfinished line */
 	size_t inlen;
-	char *out; /* queued output, or NULL */
+	char *out; /* queued output */
 	size_t outlen, outoff, outcap;
 };
 
 static int ep;
-static struct cconn **clients;
-static size_t nclients, capclients;
+static struct cconn **clients, **dirty; /* dirty: to send after this wake-up */
+static size_t nclients, ndirty, capclients;
 static char buf[LINE_MAX_LEN + BUF_SIZE];
 
 static void
@@ -65,12 +68,26 @@ drop(struct cconn *c)
 {
 	clients[c->slot] = clients[--nclients];
 	clients[c->slot]->slot = c->slot;
+	if (c->dirty) {
+		dirty[c->dirty - 1] = dirty[--ndirty];
+		dirty[c->dirty - 1]->dirty = c->dirty;
+	}
 	close(c->fd);
 	free(c->out);
 	free(c);
 }
 
-/* Append to c's queue; over OUT_MAX the bytes are skipped. */
+/* c has output to send once this wake-up's events are handled. */
+static void
+mark(struct cconn *c)
+{
+	if (!c->dirty) {
+		dirty[ndirty++] = c;
+		c->dirty = ndirty;
+	}
+}
+
+/* Append to c's queue (over OUT_MAX the lines are skipped). */
 static void
 enqueue(struct cconn *c, const char *p, size_t n)
 {
@@ -79,7 +96,7 @@ enqueue(struct cconn *c, const char *p, size_t n)
 
 	if (c->outlen - c->outoff + n > OUT_MAX)
 		return;
-	if (c->outoff > 0) {
+	if (c->outoff > 0 && c->outlen + n > c->outcap) {
 		memmove(c->out, c->out + c->outoff, c->outlen - c->outoff);
 		c->outlen -= c->outoff;
 		c->outoff = 0;
@@ -92,90 +109,68 @@ enqueue(struct cconn *c, const char *p, size_t n)
 		c->out = nb;
 		c->outcap = cap;
 	}
-	if (c->outlen == 0)
-		set_events(c, EPOLLIN | EPOLLOUT);
 	memcpy(c->out + c->outlen, p, n);
 	c->outlen += n;
+	if (!c->blocked)
+		mark(c);
 }
 
-/*
- * Send to c behind what is queued.  A failed send is ignored: c's own
- * EPOLLIN reports the error, so nobody is freed in the middle of a
- * broadcast.
- */
+/* Send what is queued; what the kernel refuses waits for EPOLLOUT. */
 static void
-send_to(struct cconn *c, const char *p, size_t n)
-{
-	ssize_t w;
-
-	if (c->outlen == 0) {
-		w = send(c->fd, p, n, MSG_NOSIGNAL);
-		if (w < 0)
-			w = errno == EAGAIN || errno == EINTR ? 0 : (ssize_t)n;
-		p += w;
-		n -= (size_t)w;
-	}
-	if (n > 0)
-		enqueue(c, p, n);
-}
-
-/* -1: c was dropped. */
-static int
-on_writable(struct cconn *c)
+flush(struct cconn *c)
 {
 	ssize_t w = send(
 	    c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_NOSIGNAL);
 
 	if (w < 0) {
-		if (errno == EAGAIN || errno == EINTR)
-			return 0;
-		drop(c);
-		return -1;
-	}
-	c->outoff += (size_t)w;
-	if (c->outoff == c->outlen) {
-		c->outoff = c->outlen = 0;
-		set_events(c, EPOLLIN);
-	}
-	return 0;
-}
-
-static void
-on_readable(struct cconn *c)
-{
-	for (;;) {
-		size_t have = c->inlen, i;
-		ssize_t n;
-		char *nl;
-
-		memcpy(buf, c->in, have);
-		n = recv(c->fd, buf + have, BUF_SIZE, 0);
-		if (n <= 0) {
-			if (n < 0 && (errno == EAGAIN || errno == EINTR))
-				return;
+		if (errno != EAGAIN && errno != EINTR) {
 			drop(c);
 			return;
 		}
-		have += (size_t)n;
-		/* Complete lines go out as one block; the rest waits. */
-		if ((nl = memrchr(buf, '\n', have)) != NULL) {
-			size_t len = (size_t)(nl + 1 - buf);
-
-			for (i = 0; i < nclients; i++)
-				if (clients[i] != c)
-					send_to(clients[i], buf, len);
-			memmove(buf, nl + 1, have - len);
-			have -= len;
-		}
-		if (have >= LINE_MAX_LEN) {
-			drop(c); /* overlong line */
-			return;
-		}
-		memcpy(c->in, buf, have);
-		c->inlen = have;
-		if (n < BUF_SIZE)
-			return;
+		w = 0;
 	}
+	c->outoff += (size_t)w;
+	if (c->outoff == c->outlen)
+		c->outoff = c->outlen = 0;
+	if (c->blocked != (c->outlen > 0)) {
+		c->blocked = c->outlen > 0;
+		set_events(c, c->blocked ? EPOLLIN | EPOLLOUT : EPOLLIN);
+	}
+}
+
+/* One read per wake-up: a flooding client cannot fill the queues. */
+static void
+on_readable(struct cconn *c)
+{
+	size_t have = c->inlen, i;
+	ssize_t n;
+	char *nl;
+
+	memcpy(buf, c->in, have);
+	n = recv(c->fd, buf + have, BUF_SIZE, 0);
+	if (n <= 0) {
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		drop(c);
+		return;
+	}
+	have += (size_t)n;
+	/* Complete lines go out as one block; the rest waits. */
+	if ((nl = memrchr(buf, '\n', have)) != NULL) {
+		size_t len = (size_t)(nl + 1 - buf);
+
+		for (i = 0; i < nclients; i++)
+			if (clients[i] != c)
+				enqueue(clients[i], buf, len);
+		memmove(buf, nl + 1, have - len);
+		have -= len;
+	}
+	if (have >= LINE_MAX_LEN) {
+		drop(c); /* overlong line */
+		return;
+	}
+	memcpy(c->in, buf, have);
+	c->inlen = have;
 }
 
 static void
@@ -193,12 +188,16 @@ accept_all(int lfd)
 		if (nclients == capclients) {
 			size_t cap = capclients ? capclients * 2 : 256;
 			struct cconn **nc = realloc(clients, cap * sizeof *nc);
+			struct cconn **nd;
 
-			if (nc == NULL) {
+			if (nc != NULL)
+				clients = nc;
+			if (nc == NULL ||
+			    (nd = realloc(dirty, cap * sizeof *nd)) == NULL) {
 				close(fd);
 				continue;
 			}
-			clients = nc;
+			dirty = nd;
 			capclients = cap;
 		}
 		if ((c = calloc(1, sizeof *c)) == NULL) {
@@ -259,10 +258,17 @@ main(int argc, char **argv)
 				accept_all(lfd);
 				continue;
 			}
-			if ((evs[i].events & EPOLLOUT) && on_writable(c) == -1)
-				continue;
+			if (evs[i].events & EPOLLOUT)
+				mark(c);
 			if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 				on_readable(c);
+		}
+		/* No event of the batch is left to name c: flush() may drop it. */
+		while (ndirty > 0) {
+			struct cconn *c = dirty[--ndirty];
+
+			c->dirty = 0;
+			flush(c);
 		}
 	}
 }
