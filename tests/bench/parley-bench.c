@@ -9,7 +9,7 @@
  *
  *   parley-bench echo      [-c N] [-s SIZE] [-i INFLIGHT] [--tls]
  *   parley-bench chat      [-c N] [-k SENDERS] [-r RATE | -W WINDOW]
- *                          [--proto parley|raw|irc]
+ *                          [--proto parley|raw|irc|line]
  *   parley-bench hold      [-c N] [--tls]
  *   parley-bench handshake [-c N] [--resume]
  *
@@ -47,7 +47,7 @@
 #define HIST_BUCKETS 2048
 
 enum mode { M_ECHO, M_CHAT, M_HOLD, M_HANDSHAKE };
-enum proto { P_PARLEY, P_RAW, P_IRC };
+enum proto { P_PARLEY, P_RAW, P_IRC, P_LINE };
 enum bstate {
 	B_CONNECTING, /* TCP connect in progress */
 	B_TLS, /* TLS handshake in progress */
@@ -419,6 +419,8 @@ transport_up(struct bconn *c)
 
 			queue_out(c, buf, (size_t)n);
 			flush_out(c);
+		} else if (proto == P_LINE) {
+			set_ready(c); /* no login: lines as they are */
 		}
 		return;
 	}
@@ -1008,7 +1010,7 @@ usage(void)
 	    "  [-c conns] [-d seconds] [-w warmup] [--pid server-pid] [--tls]\n"
 	    "  echo: [-s size] [-i inflight]\n"
 	    "  chat: [-k senders] [-r rate-per-sender | -W window]\n"
-	    "        [--proto parley|raw|irc] [--room #name]\n"
+	    "        [--proto parley|raw|irc|line] [--room #name]\n"
 	    "  --connect-batch N: connects and logins at once (256)\n"
 	    "  handshake: [--resume]    (TLS echo server)\n"
 	    "  -q: fewer messages\n");
@@ -1212,6 +1214,8 @@ main(int argc, char **argv)
 				proto = P_RAW;
 			else if (strcmp(optarg, "irc") == 0)
 				proto = P_IRC;
+			else if (strcmp(optarg, "line") == 0)
+				proto = P_LINE;
 			else
 				usage();
 			break;

@@ -3,8 +3,8 @@
 
 Starts each server in turn (pinned to CPU 0 with taskset), drives it with
 parley-bench (pinned to CPU 1), and prints one row per figure: parleyd, the
-epoll references, ncat --broker --chat and ngircd, and parleyd's ratio to
-each.  Standard library only.
+epoll references (epoll-echo, epoll-chat), ncat --broker --chat and ngircd,
+and parleyd's ratio to each.  Standard library only.
 
     run-bench.py --builddir DIR [--srcdir DIR] [--quick] [--only ROW,...]
 
@@ -256,9 +256,10 @@ def main():
     b = os.path.abspath(a.builddir)
     bench = os.path.join(b, "tests/bench/parley-bench")
     echo_ref = os.path.join(b, "tests/bench/epoll-echo")
+    chat_ref = os.path.join(b, "tests/bench/epoll-chat")
     hist_bench = os.path.join(b, "tests/bench/history_bench")
     parleyd = os.path.abspath(a.parleyd) if a.parleyd else os.path.join(b, "src/parleyd")
-    for p in (bench, echo_ref, parleyd):
+    for p in (bench, echo_ref, chat_ref, parleyd):
         if not os.access(p, os.X_OK):
             log("missing %s (make bench builds it)" % p)
             return 1
@@ -322,6 +323,10 @@ def main():
             argv += ["--cert", cert, "--key", key]
         return Peer("epoll-echo" + ("-tls" if tls else ""), argv, [port], tmp), port
 
+    def epoll_chat_server():
+        port = free_port()
+        return Peer("epoll-chat", [chat_ref, "-p", str(port)], [port], tmp), port
+
     def ncat_server(chat=True, tls=False):
         port = free_port()
         argv = [ncat, "-l", "--broker", "--max-conns", "30000"]
@@ -378,7 +383,8 @@ def main():
         t.add(lab + ": msgs/s", "msg/s", "(more)", get(p, "msgs_s"), [(name, get(r, "msgs_s"))])
         t.add(lab + ": RTT p99", "us", "(less)", get(p, "p99_us"), [(name, get(r, "p99_us"))])
 
-    # chat: fan-out (closed loop) and latency (paced), parleyd against the peers
+    # chat: fan-out (closed loop) and latency (paced), parleyd against the
+    # epoll-chat reference (the practical limit) and the peers
     for kind in ("chat", "latency"):
         if not want(kind):
             continue
@@ -388,6 +394,10 @@ def main():
         with srv:
             res["parleyd"] = attempt("parleyd " + kind, lambda: run_bench(
                 bench, ["chat", "-p", str(ports["chat"]), "--pid", str(srv.pid())] + args))
+        ref, port = epoll_chat_server()
+        with ref:
+            res["epoll"] = attempt("epoll-chat " + kind, lambda: run_bench(
+                bench, ["chat", "--proto", "line", "-p", str(port), "--pid", str(ref.pid())] + args))
         if ngircd:
             g, port, _ = ngircd_server()
             with g:
@@ -399,7 +409,8 @@ def main():
                 res["ncat"] = attempt("ncat " + kind, lambda: run_bench(
                     bench, ["chat", "--proto", "raw", "--connect-batch", "8", "-p", str(port),
                             "--pid", str(n.pid())] + args))
-        peers = [("ngircd", res.get("ngircd") if ngircd else "apt-get install ngircd"),
+        peers = [("epoll", res.get("epoll")),
+                 ("ngircd", res.get("ngircd") if ngircd else "apt-get install ngircd"),
                  ("ncat", res.get("ncat") if ncat else "apt-get install ncat")]
 
         def col(k):
@@ -416,6 +427,8 @@ def main():
                   get(res["parleyd"], "p99_ms"), col("p99_ms"), "target <= 2 ms")
             t.add("chat 200/10 @10/s: delivery latency p50", "ms", "(less)",
                   get(res["parleyd"], "p50_ms"), col("p50_ms"))
+            t.add("chat 200/10 @10/s: delivery latency p99.9", "ms", "(less)",
+                  get(res["parleyd"], "p999_ms"), col("p999_ms"))
             t.add("chat 200/10 @10/s: lost", "msgs", "(0)", get(res["parleyd"], "lost"), col("lost"))
 
     if want("history"):
