@@ -6,6 +6,8 @@
 #ifndef PARLEY_CHAT_INT_H
 #define PARLEY_CHAT_INT_H
 
+#include <sys/queue.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -86,6 +88,8 @@ struct chat {
 	struct strmap *acls; /* folded room name -> struct roomacl */
 	struct strmap *live_tokens; /* token -> live session */
 	struct strmap *parked; /* token -> struct parked (chat-resume.c) */
+	TAILQ_HEAD(parked_list, parked) parked_order; /* oldest first */
+	struct event *parked_timer; /* frees the oldest when it expires */
 };
 
 /* Output (chat.c). */

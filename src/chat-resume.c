@@ -27,10 +27,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "chat-int.h"
+#include "chat.h"
 #include "clock.h"
 #include "conf.h"
 #include "conn.h"
@@ -49,6 +52,7 @@ struct parked {
 	int64_t last_id;
 	uint64_t old_id; /* conn id, for room operator status */
 	uint64_t expires_ms; /* monotonic */
+	TAILQ_ENTRY(parked) entry; /* chat->parked_order */
 };
 
 static void
@@ -97,37 +101,47 @@ chat_resume_token_text(struct session *s, char *buf, size_t len)
 			1000));
 }
 
-struct expire {
-	uint64_t now;
-	char **keys;
-	size_t n;
-};
-
+/* Out of the token map and the expiry order; the caller frees it. */
 static void
-expire_cb(const char *key, void *value, void *arg)
+parked_unlink(struct chat *ch, struct parked *p)
 {
-	struct expire *e = arg;
-
-	if (((struct parked *)value)->expires_ms <= e->now)
-		e->keys[e->n++] = strdup(key);
+	strmap_del(ch->parked, p->token);
+	TAILQ_REMOVE(&ch->parked_order, p, entry);
 }
 
+/*
+ * Parked sessions are kept in the order they were parked, which is the
+ * order they expire in (one window for all; a reload that shortens it
+ * lets newer ones wait behind older ones, and /resume checks the time
+ * anyway).  Free the expired ones and wait for the next: without this,
+ * expired sessions stayed until resume_max_sessions were parked.
+ */
 static void
 expire(struct chat *ch)
 {
-	struct expire e = {clock_mono_ms(), NULL, 0};
-	size_t i;
+	uint64_t now = clock_mono_ms(), wait_ms;
+	struct parked *p;
+	struct timeval tv;
 
-	if (strmap_count(ch->parked) == 0 ||
-	    (e.keys = calloc(strmap_count(ch->parked), sizeof *e.keys)) == NULL)
-		return;
-	strmap_foreach(ch->parked, expire_cb, &e);
-	for (i = 0; i < e.n; i++) {
-		if (e.keys[i] != NULL)
-			parked_free(strmap_del(ch->parked, e.keys[i]));
-		free(e.keys[i]);
+	while ((p = TAILQ_FIRST(&ch->parked_order)) != NULL &&
+	    p->expires_ms <= now) {
+		parked_unlink(ch, p);
+		parked_free(p);
 	}
-	free(e.keys);
+	if (p == NULL || ch->parked_timer == NULL)
+		return;
+	wait_ms = p->expires_ms - now;
+	tv.tv_sec = (time_t)(wait_ms / 1000);
+	tv.tv_usec = (suseconds_t)(wait_ms % 1000) * 1000;
+	evtimer_add(ch->parked_timer, &tv);
+}
+
+static void
+expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	expire(arg);
 }
 
 /* At close: keep what /resume needs.  Rooms are still joined. */
@@ -152,6 +166,10 @@ chat_resume_park(struct session *s)
 		    cfg->chat_resume_max, s->nick);
 		return;
 	}
+	if (ch->parked_timer == NULL &&
+	    (ch->parked_timer = evtimer_new(ch->srv->base, expire_cb, ch)) ==
+		NULL)
+		return;
 	if ((p = calloc(1, sizeof *p)) == NULL ||
 	    (s->nrooms > 0 &&
 		(p->rooms = calloc(s->nrooms, sizeof *p->rooms)) == NULL)) {
@@ -168,8 +186,13 @@ chat_resume_park(struct session *s)
 	p->last_id = chat_history_last_id(ch);
 	p->old_id = s->id;
 	p->expires_ms = clock_mono_ms() + cfg->chat_resume_window_ms;
-	if (strmap_put(ch->parked, p->token, p) == -1)
+	if (strmap_put(ch->parked, p->token, p) == -1) {
 		parked_free(p);
+		return;
+	}
+	TAILQ_INSERT_TAIL(&ch->parked_order, p, entry);
+	if (!evtimer_pending(ch->parked_timer, NULL))
+		expire(ch);
 }
 
 static void
@@ -299,7 +322,8 @@ chat_resume_cmd(struct session *s, int argc, char **argv)
 	}
 	p = strmap_get(ch->parked, argv[0]);
 	if (p != NULL && p->expires_ms <= clock_mono_ms()) {
-		parked_free(strmap_del(ch->parked, argv[0]));
+		parked_unlink(ch, p);
+		parked_free(p);
 		p = NULL;
 	}
 	if (p == NULL) {
@@ -308,7 +332,7 @@ chat_resume_cmd(struct session *s, int argc, char **argv)
 		    "used, or never given)");
 		return;
 	}
-	strmap_del(ch->parked, argv[0]);
+	parked_unlink(ch, p);
 	log_info(
 	    "chat: %s resumed the session of %s", conn_peer(s->conn), p->nick);
 	notice(s, "resuming the session of %s", p->nick);
@@ -345,21 +369,25 @@ chat_resume_forget_account(struct chat *ch, const char *account)
 	strmap_foreach(ch->parked, forget_cb, (void *)account);
 }
 
-static void
-free_cb(const char *key, void *value, void *arg)
+size_t
+chat_parked_count(const struct chat *ch)
 {
-	(void)key;
-	(void)arg;
-	parked_free(value);
+	return strmap_count(ch->parked);
 }
 
 void
 chat_resume_free(struct chat *ch)
 {
-	if (ch->parked != NULL) {
-		strmap_foreach(ch->parked, free_cb, NULL);
-		strmap_free(ch->parked);
+	struct parked *p;
+
+	while ((p = TAILQ_FIRST(&ch->parked_order)) != NULL) {
+		TAILQ_REMOVE(&ch->parked_order, p, entry);
+		parked_free(p);
 	}
+	if (ch->parked_timer != NULL)
+		event_free(ch->parked_timer);
+	ch->parked_timer = NULL;
+	strmap_free(ch->parked);
 	strmap_free(ch->live_tokens);
 	ch->parked = ch->live_tokens = NULL;
 }

@@ -687,6 +687,7 @@ chat_new(struct server *srv)
 	if ((ch = calloc(1, sizeof *ch)) == NULL)
 		return NULL;
 	ch->srv = srv;
+	TAILQ_INIT(&ch->parked_order);
 	if ((ch->nicks = strmap_new()) == NULL ||
 	    (ch->rooms = strmap_new()) == NULL ||
 	    (ch->authfail = strmap_new()) == NULL ||

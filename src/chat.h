@@ -17,5 +17,7 @@ void chat_reloaded(struct chat *ch);
 /* Load what persists (room settings) once the accounts store is open. */
 void chat_load_state(struct chat *ch);
 size_t chat_room_count(const struct chat *ch);
+/* Sessions parked for /resume. */
+size_t chat_parked_count(const struct chat *ch);
 
 #endif

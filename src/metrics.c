@@ -135,6 +135,8 @@ render(struct metrics *m, struct evbuffer *b)
 	    "connections_total_open", "Open connections.", "%zu", conn_count());
 	GAUGE("rooms", "Chat rooms.", "%zu",
 	    s->chat ? chat_room_count(s->chat) : 0);
+	GAUGE("sessions_parked", "Chat sessions kept for /resume.", "%zu",
+	    s->chat ? chat_parked_count(s->chat) : 0);
 	COUNTER("accepted_total", "Connections accepted.", st->accepted);
 	memset(&gs, 0, sizeof gs);
 	if (s->gate != NULL)

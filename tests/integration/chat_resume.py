@@ -14,6 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import parleytest as pt  # noqa: E402
 import chatclient as cc  # noqa: E402
+import histlib as hl  # noqa: E402
 
 TOKEN = r"Session token ([0-9a-f]{32}): /resume \1 on a new connection within \d+ s"
 
@@ -155,6 +156,17 @@ async def expiry(t, srv):
     t.like(m and m.string, r"^!!! no session", "past resume_window the session is gone")
     await b.close()
 
+    # Expired sessions are freed when they expire, not when the next
+    # client leaves or resume_max_sessions fill up (they used to stay).
+    many = [await cc.Chat.open(srv.port(), label="p%d" % i) for i in range(20)]
+    await cc.close_all(many)
+    loop = asyncio.get_running_loop()
+    parked = lambda: hl.metrics(srv).get("parley_sessions_parked", -1)  # noqa: E731
+    n = await loop.run_in_executor(None, lambda: pt.wait_for(lambda: parked() >= 1, 5) and parked())
+    t.ok(n >= 1, "closed sessions are parked (parley_sessions_parked %r)" % n)
+    n = await loop.run_in_executor(None, lambda: pt.wait_for(lambda: parked() == 0, 5) and 0)
+    t.is_(parked(), 0, "with no client coming or going, the expired ones are freed within the window")
+
 
 def main(t):
     with cc.chat_server() as srv:
@@ -162,7 +174,7 @@ def main(t):
             pt.run(scenario(t, srv), timeout=60)
         except (cc.ChatError, asyncio.TimeoutError, OSError) as e:
             t.ok(False, "resume scenario ran to the end", "%r\nlog:\n%s" % (e, srv.log_tail()))
-    with cc.chat_server(chat={"resume_window": "1s"}) as srv:
+    with hl.hist_server(chat={"resume_window": "1s"}) as srv:
         try:
             pt.run(expiry(t, srv), timeout=20)
         except (cc.ChatError, asyncio.TimeoutError, OSError) as e:
