@@ -711,6 +711,7 @@ accounts_open(
 	memset(&wc, 0, sizeof wc);
 	wc.name = "auth";
 	wc.threads = (int)cfg->accounts_threads;
+	wc.nice = cfg->worker_nice;
 	wc.max_pending = cfg->accounts_queue_limit;
 	wc.thread_init = thread_init;
 	wc.thread_fini = thread_fini;
@@ -722,6 +723,7 @@ accounts_open(
 	}
 	wc.name = "store";
 	wc.threads = 1;
+	wc.nice = cfg->worker_nice;
 	wc.max_pending = 0;
 	if ((a->saveq = workq_new(base, &wc)) == NULL) {
 		snprintf(err, errlen, "settings thread: %s",

@@ -64,6 +64,7 @@ static const struct key keys[] = {
     {"server", "shutdown_timeout", K_DURATION, OFF(shutdown_timeout_ms), 0,
 	3600 * 1000},
     {"server", "workers", K_UINT, OFF(workers), 1, 64},
+    {"server", "worker_nice", K_UINT, OFF(worker_nice), 0, 19},
     {"server", "backlog", K_UINT, OFF(backlog), 1, 65535},
     {"tls", "certificate", K_STRING, OFF(tls_certificate), 0, 0},
     {"tls", "private_key", K_STRING, OFF(tls_private_key), 0, 0},
@@ -295,6 +296,7 @@ config_new(void)
 	cfg->idle_timeout_ms = 0;
 	cfg->shutdown_timeout_ms = 5 * 1000;
 	cfg->workers = 4;
+	cfg->worker_nice = 10;
 	cfg->backlog = 511;
 	cfg->tls_ciphers = xstrdup("HIGH:!aNULL:!MD5:!RC4:!3DES:!CBC");
 	cfg->tls_ciphersuites =

@@ -51,6 +51,7 @@ struct config {
 	uint64_t idle_timeout_ms; /* 0 = never */
 	uint64_t shutdown_timeout_ms;
 	unsigned workers;
+	unsigned worker_nice; /* of every worker thread, below the loop */
 	unsigned backlog;
 
 	/* [tls] */

@@ -205,6 +205,7 @@ struct history {
 	uint64_t max_age_ms;
 	unsigned max_per_room;
 	size_t cache_size; /* sqlite page cache per connection */
+	int worker_nice; /* of the writer and reader threads */
 	struct workq *readers;
 	pthread_t writer_tid;
 
@@ -931,6 +932,7 @@ writer_main(void *arg)
 	uint64_t now;
 
 	pthread_setname_np(pthread_self(), "history-w");
+	workq_lower_priority(h->worker_nice);
 	for (;;) {
 		take(h, &in);
 		now = clock_mono_us();
@@ -1071,6 +1073,7 @@ history_open(
 	    cfg->history_queue_limit > 0 ? cfg->history_queue_limit : 1;
 	h->max_age_ms = cfg->history_max_age_ms;
 	h->cache_size = cfg->history_cache_size;
+	h->worker_nice = (int)cfg->worker_nice;
 	h->max_per_room = cfg->history_max_per_room;
 	STAILQ_INIT(&h->queue);
 	STAILQ_INIT(&h->w.pending);
@@ -1109,6 +1112,7 @@ history_open(
 	memset(&wc, 0, sizeof wc);
 	wc.name = "history-r";
 	wc.threads = READER_THREADS;
+	wc.nice = h->worker_nice;
 	wc.max_pending = 0; /* answers must never be refused; see READS_MAX */
 	wc.thread_init = reader_init;
 	wc.thread_fini = reader_fini;

@@ -219,6 +219,7 @@ server_new(struct config *cfg, char *err, size_t errlen)
 	memset(&wc, 0, sizeof wc);
 	wc.name = "worker";
 	wc.threads = (int)cfg->workers;
+	wc.nice = cfg->worker_nice;
 	wc.max_pending = 100000;
 	if ((s->workq = workq_new(s->base, &wc)) == NULL) {
 		snprintf(err, errlen, "cannot start worker threads");

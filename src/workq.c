@@ -51,9 +51,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
+#include "log.h"
 #include "workq.h"
 
 struct job {
@@ -163,6 +167,26 @@ complete(struct workq *q, struct job *j)
 		event_active(q->ev, 0, 0);
 }
 
+void
+workq_lower_priority(int nice)
+{
+	id_t tid = (id_t)syscall(SYS_gettid);
+	int base;
+
+	if (nice <= 0)
+		return;
+	/* Relative to what the thread inherited (a unit's Nice=, say). */
+	errno = 0;
+	base = getpriority(PRIO_PROCESS, tid);
+	if (errno != 0)
+		base = 0;
+	nice = base + nice > 19 ? 19 : base + nice;
+	/* Best effort: a thread that stays at the loop's priority still works. */
+	if (setpriority(PRIO_PROCESS, tid, nice) == -1)
+		log_warn("cannot lower a worker thread's priority: %s",
+		    strerror(errno));
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -177,6 +201,7 @@ worker_main(void *arg)
 	snprintf(tname, sizeof tname, "%s/%d", q->name, w->index);
 	tname[15] = '\0';
 	pthread_setname_np(pthread_self(), tname);
+	workq_lower_priority(q->cfg.nice);
 
 	if (q->cfg.thread_init != NULL)
 		ctx = q->cfg.thread_init(q->cfg.init_arg);
