@@ -272,13 +272,8 @@ chat_history_cmd(struct session *s, int argc, char **argv)
 static void
 copy_utf8(char *dst, size_t len, const char *src)
 {
-	size_t n = strlen(src);
+	size_t n = text_cut(src, strlen(src), len - 1);
 
-	if (n >= len) {
-		n = len - 1;
-		while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
-			n--; /* src[n] starts a character: cut before it */
-	}
 	memcpy(dst, src, n);
 	dst[n] = '\0';
 }

@@ -43,7 +43,7 @@ struct workq_config {
 	void *(*thread_init)(void *init_arg);
 	void (*thread_fini)(void *thread_ctx);
 	void *init_arg;
-	int nice; /* the threads' nice value (workq_lower_priority) */
+	int nice; /* how far below their creator the threads run */
 };
 
 struct workq_stats {

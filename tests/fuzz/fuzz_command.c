@@ -25,14 +25,10 @@
 #include "harness.h"
 #include "service.h"
 #include "text.h"
+#include "check.h"
 
 #define MAXIN 16384
 #define NCLIENTS 3
-#define CHECK(c) \
-	do { \
-		if (!(c)) \
-			abort(); \
-	} while (0)
 
 static void
 check_room(struct room *r, struct session *s)

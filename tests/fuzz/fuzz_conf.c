@@ -16,14 +16,10 @@
 
 #include "conf.h"
 #include "log.h"
+#include "check.h"
 
 #define MAXIN 65536
 #define PATH "fuzz.conf"
-#define CHECK(c) \
-	do { \
-		if (!(c)) \
-			abort(); \
-	} while (0)
 
 static void
 check_err(const char *err, const char *text)

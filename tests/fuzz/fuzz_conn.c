@@ -28,13 +28,9 @@
 #include "conn.h"
 #include "harness.h"
 #include "service.h"
+#include "check.h"
 
 #define MAXIN 16384
-#define CHECK(c) \
-	do { \
-		if (!(c)) \
-			abort(); \
-	} while (0)
 
 static const char *const canned[] = {
     "/join #a\n",

@@ -84,20 +84,13 @@
 #include "pwhash.h"
 #include "service.h"
 #include "strmap.h"
+#include "check.h"
 
 #define MAXIN 16384
 #define WAIT_MS 5000 /* worker jobs must be answered within this */
 #define RESTARTS_MAX 2
 #define ALICE_PW "alicepass1"
 #define FP "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-#define CHECK(c) \
-	do { \
-		if (!(c)) { \
-			fprintf(stderr, "fuzz: %s:%d: %s\n", __FILE__, \
-			    __LINE__, #c); \
-			abort(); \
-		} \
-	} while (0)
 
 static const char *const canned[] = {
     "/register secret99\n",

@@ -17,13 +17,9 @@
 #include <string.h>
 
 #include "text.h"
+#include "check.h"
 
 #define MAXIN 4096
-#define CHECK(c) \
-	do { \
-		if (!(c)) \
-			abort(); \
-	} while (0)
 
 /* A validator written differently from text.c: decode, then judge. */
 static int

@@ -20,12 +20,7 @@
 #include "harness.h"
 #include "log.h"
 #include "text.h"
-
-#define CHECK(c) \
-	do { \
-		if (!(c)) \
-			abort(); \
-	} while (0)
+#include "check.h"
 
 /* Loop iterations per pump: each moves data one hop or fires timers. */
 #define PUMP_MAX 256
