@@ -51,9 +51,9 @@ int64_t db_last_id(struct db *db);
 int db_set_max_pages(struct db *db, int64_t pages);
 
 /*
- * Writer: BEGIN IMMEDIATE, db_insert per row (staged in a temporary
- * table), db_commit moves the rows into messages with one statement and
- * commits; db_rollback after any error.
+ * Writer: BEGIN IMMEDIATE, db_insert per row (ids increasing), db_commit
+ * indexes the batch's rows for search with one statement and commits;
+ * db_rollback after any error.
  */
 int db_begin(struct db *db);
 int db_insert(struct db *db, const struct history_row *row);

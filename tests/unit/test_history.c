@@ -3,7 +3,7 @@
  * temporary directory: append and replay, restart, the replay seam,
  * recent, search (and hostile search input), the queue limit, zero loss
  * at close, a full disk (max_page_count) and recovery, retention, the
- * owner-gone pattern, open failures.
+ * owner-gone pattern, open failures, the migration from schema 1.
  *
  * Results arrive through the event loop; run_until() turns the loop until
  * a callback count is reached, with a safety limit that fails the test
@@ -706,11 +706,130 @@ test_moved(void)
 	unlink(q);
 }
 
+/* A file as parleyd wrote it with schema 1: FTS5 fed by an insert trigger. */
+static const char schema1[] =
+    "CREATE TABLE messages (id INTEGER PRIMARY KEY, room TEXT NOT NULL,"
+    "  ts INTEGER NOT NULL, sender TEXT NOT NULL, kind INTEGER NOT NULL,"
+    "  text TEXT NOT NULL);"
+    "CREATE INDEX messages_room_id ON messages(room, id);"
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(text,"
+    "  content = 'messages', content_rowid = 'id',"
+    "  tokenize = 'unicode61 remove_diacritics 2');"
+    "CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN"
+    "  INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);"
+    "END;"
+    "CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN"
+    "  INSERT INTO messages_fts(messages_fts, rowid, text)"
+    "  VALUES ('delete', old.id, old.text);"
+    "END;"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+    "  WITHOUT ROWID;"
+    "INSERT INTO messages VALUES (1, '#m', 1000, 'ann', 0, 'old café news');"
+    "INSERT INTO messages VALUES (2, '#m', 2000, 'bob', 0, 'older news');"
+    "INSERT INTO meta VALUES ('last_id', 2);"
+    "PRAGMA user_version = 1;";
+
+/* One integer from sql on the file at p; -1 on any error. */
+static long long
+sql_int(const char *p, const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	long long v = -1;
+
+	if (sqlite3_open_v2(p, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK) {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			v = sqlite3_column_int64(s, 0);
+		sqlite3_finalize(s);
+	}
+	sqlite3_close(db);
+	return v;
+}
+
+/* sqlite3_exec's code for sql on the file at p. */
+static int
+sql_exec(const char *p, const char *sql)
+{
+	sqlite3 *db;
+	int rc;
+
+	if ((rc = sqlite3_open_v2(p, &db, SQLITE_OPEN_READWRITE, NULL)) ==
+	    SQLITE_OK)
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return rc;
+}
+
+static void
+test_migrate_v1(void)
+{
+	const char *m[] = {"#m"};
+	char p[160], err[256];
+	struct history *h;
+	sqlite3 *db;
+
+	snprintf(p, sizeof p, "%s/v1.db", dir);
+	if (sqlite3_open(p, &db) != SQLITE_OK ||
+	    sqlite3_exec(db, schema1, NULL, NULL, NULL) != SQLITE_OK) {
+		ok(0, "write a schema 1 file: %s", sqlite3_errmsg(db));
+		sqlite3_close(db);
+		return;
+	}
+	sqlite3_close(db);
+	if ((h = open_h(p, NULL, err, sizeof err)) == NULL) {
+		ok(0, "a schema 1 file opens: %s", err);
+		return;
+	}
+	ok(search(h, m, 1, "news") == 0 && res.n == 2 && res.id[0] == 2,
+	    "after the migration, search finds the rows indexed before it");
+	ok(search(h, m, 1, "cafe") == 0 && res.n == 1 && res.id[0] == 1,
+	    "the rebuilt index keeps the tokenizer (diacritics folded)");
+	history_append(h, "#m", "cy", 0, "newest news");
+	is_int(history_flush_wait(h, 5000), 0, "migrated: a new line flushed");
+	ok(search(h, m, 1, "news") == 0 && res.n == 3 && res.id[0] == 3,
+	    "a line written after the migration is found, with the next id");
+	history_close(h);
+
+	is_int(sql_int(p, "PRAGMA user_version"), 2, "schema is now 2");
+	is_int(sql_int(p,
+		   "SELECT count(*) FROM sqlite_master WHERE name IN "
+		   "('messages_ai', 'messages_fts_docsize')"),
+	    0, "no insert trigger, no docsize table (columnsize=0)");
+	is_int(sql_int(p,
+		   "SELECT v FROM messages_fts_config "
+		   "WHERE k = 'automerge'"),
+	    16, "automerge is 16");
+	is_int(sql_int(p,
+		   "SELECT count(*) FROM messages_fts "
+		   "WHERE messages_fts MATCH 'news'"),
+	    3, "the index holds the old rows and the new one");
+	is_int(sql_exec(p,
+		   "INSERT INTO messages_fts(messages_fts, rank) "
+		   "VALUES ('integrity-check', 1)"),
+	    SQLITE_OK, "the index matches its content (integrity-check)");
+	is_int(sql_exec(p, "DELETE FROM messages WHERE id = 2"), SQLITE_OK,
+	    "a row deleted (retention's path: the delete trigger)");
+	is_int(sql_int(p,
+		   "SELECT count(*) FROM messages_fts "
+		   "WHERE messages_fts MATCH 'news'"),
+	    2, "the deleted row left the index");
+
+	is_int(sql_exec(p, "PRAGMA user_version = 99"), SQLITE_OK,
+	    "schema 99 (a newer parleyd's)");
+	err[0] = '\0';
+	h = open_h(p, NULL, err, sizeof err);
+	ok(h == NULL && strstr(err, "newer than") != NULL,
+	    "a newer schema is refused (%s)", err);
+	history_close(h);
+}
+
 static void
 cleanup(void)
 {
 	const char *names[] = {"history.db", "history.db-wal", "history.db-shm",
-	    "full.db", "full.db-wal", "full.db-shm", "corrupt.db"};
+	    "full.db", "full.db-wal", "full.db-shm", "corrupt.db", "v1.db",
+	    "v1.db-wal", "v1.db-shm"};
 	char p[192];
 	size_t i;
 
@@ -755,6 +874,7 @@ main(void)
 	test_owner_gone();
 	test_open_failures();
 	test_moved();
+	test_migrate_v1();
 
 	cleanup();
 	event_free(hb);
