@@ -65,6 +65,8 @@ static const struct key keys[] = {
 	3600 * 1000},
     {"server", "workers", K_UINT, OFF(workers), 1, 64},
     {"server", "worker_nice", K_UINT, OFF(worker_nice), 0, 19},
+    {"server", "loop_lag_interval", K_DURATION, OFF(loop_lag_interval_ms), 1,
+	60 * 1000},
     {"server", "backlog", K_UINT, OFF(backlog), 1, 65535},
     {"tls", "certificate", K_STRING, OFF(tls_certificate), 0, 0},
     {"tls", "private_key", K_STRING, OFF(tls_private_key), 0, 0},
@@ -297,6 +299,7 @@ config_new(void)
 	cfg->shutdown_timeout_ms = 5 * 1000;
 	cfg->workers = 4;
 	cfg->worker_nice = 10;
+	cfg->loop_lag_interval_ms = 100;
 	cfg->backlog = 511;
 	cfg->tls_ciphers = xstrdup("HIGH:!aNULL:!MD5:!RC4:!3DES:!CBC");
 	cfg->tls_ciphersuites =

@@ -52,6 +52,8 @@ struct config {
 	uint64_t shutdown_timeout_ms;
 	unsigned workers;
 	unsigned worker_nice; /* of every worker thread, below the loop */
+	uint64_t loop_lag_interval_ms; /* the lag probe's period */
+#define LAG_PRECISE_BELOW_MS 10 /* shorter: libevent's precise timers */
 	unsigned backlog;
 
 	/* [tls] */

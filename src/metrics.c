@@ -2,8 +2,10 @@
  * Prometheus text exposition of the server's counters.  Everything is
  * read on the loop thread at scrape time; nothing is kept per scrape.
  *
- * Loop lag: a 100 ms timer records how late it fires; the worst lateness
- * since the previous scrape is exported, so a stalled loop shows up.
+ * Loop lag: a timer ([server] loop_lag_interval, 100 ms by default)
+ * records how late it fires; the worst lateness since the previous scrape
+ * is exported, so a stalled loop shows up.  A stall of S ms shows as at
+ * least S minus the interval, so a short interval sees short stalls.
  */
 #include "config.h"
 
@@ -20,6 +22,7 @@
 
 #include "clock.h"
 #include "chat.h"
+#include "conf.h"
 #include "conn.h"
 #include "gate.h"
 #include "history.h"
@@ -27,12 +30,11 @@
 #include "server.h"
 #include "workq.h"
 
-#define LAG_TICK_MS 100
-
 struct metrics {
 	struct server *srv;
 	struct evhttp *http;
 	struct event *tick;
+	uint64_t tick_us; /* the timer's period */
 	uint64_t last_tick_us;
 	uint64_t lag_max_us; /* since the last scrape */
 	uint64_t scrapes;
@@ -48,8 +50,7 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (m->last_tick_us != 0) {
 		late = now - m->last_tick_us;
-		late =
-		    late > LAG_TICK_MS * 1000 ? late - LAG_TICK_MS * 1000 : 0;
+		late = late > m->tick_us ? late - m->tick_us : 0;
 		if (late > m->lag_max_us)
 			m->lag_max_us = late;
 	}
@@ -229,11 +230,14 @@ struct metrics *
 metrics_new(struct server *s)
 {
 	struct metrics *m;
-	struct timeval tv = {0, LAG_TICK_MS * 1000};
+	struct timeval tv;
 
 	if ((m = calloc(1, sizeof *m)) == NULL)
 		return NULL;
 	m->srv = s;
+	m->tick_us = s->cfg->loop_lag_interval_ms * 1000;
+	tv.tv_sec = (time_t)(m->tick_us / 1000000);
+	tv.tv_usec = (suseconds_t)(m->tick_us % 1000000);
 	if ((m->http = evhttp_new(s->base)) == NULL ||
 	    (m->tick = event_new(s->base, -1, EV_PERSIST, tick_cb, m)) ==
 		NULL) {

@@ -207,6 +207,13 @@ server_new(struct config *cfg, char *err, size_t errlen)
 	/* Batch epoll_ctl calls: one syscall per fd per loop, not per change. */
 	ec = event_config_new();
 	event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	/*
+	 * libevent's timers follow the kernel's coarse clock (one tick, 4 ms
+	 * at HZ=250, late); a lag probe finer than that needs the precise
+	 * clock, which costs a timerfd_settime per loop iteration.
+	 */
+	if (cfg->loop_lag_interval_ms < LAG_PRECISE_BELOW_MS)
+		event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
 	s->base = event_base_new_with_config(ec);
 	event_config_free(ec);
 	if (s->base == NULL) {

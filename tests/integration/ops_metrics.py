@@ -2,7 +2,8 @@
 """service = metrics: GET /metrics in the Prometheus text format (checked by
 hand, promtool is not available), scraped with real curl and with urllib;
 counters move with echo and chat traffic; per-listener connection gauges
-match the clients held open; POST -> 405, unknown path -> 404."""
+match the clients held open; POST -> 405, unknown path -> 404; the loop-lag
+gauge sees a stopped loop, with [server] loop_lag_interval."""
 
 import os
 import re
@@ -317,6 +318,28 @@ def main(t):
         t.ok(srv.alive(), "server is still running", srv.log_tail())
         rc = srv.stop()
         t.is_(rc, 0, "exit 0 on SIGTERM")
+
+    # ---- the loop's own lag probe sees a stall: the process is stopped for
+    # 0.4 s (SIGSTOP), which to the loop is one long callback.
+    with pt.Server(listeners=[pt.listen("m", service="metrics")],
+                   server={"loop_lag_interval": "5ms"}) as srv:
+        url = "http://127.0.0.1:%d/metrics" % srv.port()
+
+        def lag():
+            st, _, body = url_get(url)
+            return parse(body).get("parley_loop_lag_seconds", -1) if st == 200 else -1
+        lag()  # the gauge restarts at every scrape
+        time.sleep(0.3)
+        quiet = lag()
+        t.ok(0 <= quiet < 0.1 * pt.SLOW, "no stall: loop lag %.4f s with a 5 ms probe" % quiet)
+        os.kill(srv.pid, signal.SIGSTOP)
+        time.sleep(0.4)
+        os.kill(srv.pid, signal.SIGCONT)
+        stalled = lag()
+        t.ok(0.35 <= stalled < 5, "a 0.4 s stall shows as loop lag >= 0.35 s (%.4f)" % stalled)
+        after = lag()
+        t.ok(0 <= after < 0.1 * pt.SLOW, "the next scrape starts again (%.4f s)" % after)
+        t.is_(srv.stop(), 0, "exit 0 after the stall")
 
     # ---- history off: no parley_history_* series
     with pt.Server(listeners=[pt.listen("m", service="metrics")],
