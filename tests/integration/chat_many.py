@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Fan-out: 200 concurrent clients in one room; 10 of them each send 20
 numbered lines at once; every other client receives every line exactly once
-with the right sender prefix and in per-sender order."""
+with the right sender prefix and in per-sender order.  Then long lines from
+12 senders at once: whole, and in order."""
 
 import asyncio
 import os
@@ -95,6 +96,54 @@ async def scenario(t, srv):
     await clients[0].close()
 
 
+async def scenario_long(t, srv):
+    """Long lines (past 512 bytes each is its own buffer chain) from many
+    senders at once: a receiver's output then holds more chains than one
+    flush sends (FLUSH_IOV in src/conn.c), and must still arrive whole and in
+    per-sender order."""
+    senders_n, per, size = 12, 60, 1000
+    clients = await cc.open_many(srv.port(), senders_n + 3, batch=20, timeout=15)
+    senders, readers = clients[:senders_n], clients[senders_n:]
+    await readers[-1].sync()
+    for r in readers:
+        await r.sync()
+    body = {(i, j): (b"long %d %d " % (i, j)) + bytes([65 + (i + j) % 26]) * size
+            for i in range(senders_n) for j in range(per)}
+    pat = re.compile(rb"^#lobby <([^>]+)> (long (\d+) (\d+) .*)$")
+    got = [[[] for _ in range(senders_n)] for _ in readers]
+    damaged = []
+
+    async def receive(k, c):
+        n = 0
+        while n < senders_n * per:
+            line = await c.line(timeout=20)
+            if line is None:
+                return
+            mm = pat.match(line)
+            if not mm:
+                continue
+            i, j = int(mm.group(3)), int(mm.group(4))
+            if mm.group(1) != senders[i].nick.encode() or mm.group(2) != body[(i, j)]:
+                damaged.append((k, i, j, len(line)))
+            got[k][i].append(j)
+            n += 1
+
+    recv = [asyncio.ensure_future(receive(k, c)) for k, c in enumerate(readers)]
+    await asyncio.gather(*[s.send_raw(b"".join(body[(i, j)] + b"\n" for j in range(per)))
+                           for i, s in enumerate(senders)])
+    await asyncio.wait(recv, timeout=25)
+    for r in recv:
+        r.cancel()
+    await asyncio.gather(*recv, return_exceptions=True)
+    wrong = [(k, i) for k in range(len(readers)) for i in range(senders_n)
+             if got[k][i] != list(range(per))]
+    t.ok(not wrong, "%d senders x %d lines of %d bytes at once: every reader got each "
+         "sender's lines once, in order" % (senders_n, per, size),
+         "%d wrong; first: %r" % (len(wrong), [(k, i, got[k][i][:10]) for k, i in wrong[:3]]))
+    t.ok(not damaged, "every long line arrived whole (byte for byte)", repr(damaged[:3]))
+    await cc.close_all(clients)
+
+
 def main(t):
     have = pt.raise_nofile(4096)
     if have < 2 * CLIENTS + 64:
@@ -105,6 +154,10 @@ def main(t):
             pt.run(scenario(t, srv), timeout=45)
         except (cc.ChatError, asyncio.TimeoutError) as e:
             t.ok(False, "fan-out scenario ran to the end", "%r\nlog:\n%s" % (e, srv.log_tail()))
+        try:
+            pt.run(scenario_long(t, srv), timeout=45)
+        except (cc.ChatError, asyncio.TimeoutError) as e:
+            t.ok(False, "long-line scenario ran to the end", "%r\nlog:\n%s" % (e, srv.log_tail()))
         t.ok(srv.alive(), "daemon still running")
 
 
