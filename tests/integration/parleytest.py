@@ -214,11 +214,20 @@ def main(fn, timeout=55):
 # ports, addresses, certificates
 
 
+_given_ports = set()
+
+
 def free_port(family=socket.AF_INET, host="127.0.0.1"):
-    """Ask the kernel for an unused port (bind 0, read, close). Racy but good enough."""
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """Ask the kernel for an unused port (bind 0, read, close). Racy but good
+    enough; never the same port twice in one script (the kernel may hand a
+    just-closed port out again, and two listeners on one port fail)."""
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 def have_ipv6_loopback():
