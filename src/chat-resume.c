@@ -90,15 +90,17 @@ chat_resume_new_token(struct session *s)
 void
 chat_resume_token_text(struct session *s, char *buf, size_t len)
 {
+	uint64_t ms = s->chat->srv->cfg->chat_resume_window_ms;
+	int whole = ms % 1000 == 0; /* else in ms: "within 0 s" misleads */
+
 	buf[0] = '\0';
 	if (s->token[0] != '\0')
 		snprintf(buf, len,
 		    " Session token %s: /resume %s on a new connection "
-		    "within %llu s gets this session back.",
+		    "within %llu %s gets this session back.",
 		    s->token, s->token,
-		    (unsigned long long)(s->chat->srv->cfg
-					     ->chat_resume_window_ms /
-			1000));
+		    (unsigned long long)(whole ? ms / 1000 : ms),
+		    whole ? "s" : "ms");
 }
 
 /* Out of the token map and the expiry order; the caller frees it. */

@@ -51,6 +51,8 @@ async def scenario(t, srv):
     p = srv.port()
     a, tok = await open_tok(p, "ann")
     t.ok(tok, "the welcome line carries a session token")
+    t.like("\n".join(cc._text(l) for l in a.history), r"within 600 s gets this session back",
+           "the welcome line gives the default window, 600 s")
     await a.set_nick("ann")
     b = await cc.Chat.open(p, label="bob")
     await b.set_nick("bob")
@@ -174,6 +176,14 @@ def main(t):
             pt.run(scenario(t, srv), timeout=60)
         except (cc.ChatError, asyncio.TimeoutError, OSError) as e:
             t.ok(False, "resume scenario ran to the end", "%r\nlog:\n%s" % (e, srv.log_tail()))
+    with cc.chat_server(chat={"resume_window": "1500ms"}) as srv:
+        async def welcome():
+            c = await cc.Chat.open(srv.port(), label="w")
+            text = "\n".join(cc._text(l) for l in c.history)
+            await c.close()
+            return text
+        t.like(pt.run(welcome(), timeout=10), r"within 1500 ms gets this session back",
+               "a window that is not whole seconds is given in ms (not 'within 1 s')")
     with hl.hist_server(chat={"resume_window": "1s"}) as srv:
         try:
             pt.run(expiry(t, srv), timeout=20)
