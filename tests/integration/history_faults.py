@@ -207,6 +207,10 @@ def populate(path, room, n):
                 "INSERT INTO messages (id, room, ts, sender, kind, text) VALUES (?,?,?,?,0,?)",
                 ((i + 1, room, now - (n - i), "bulk",
                   "common filler words line %d lorem ipsum dolor sit amet" % i) for i in range(n)))
+            # parleyd's writer indexes what it writes; rows put in behind its
+            # back are indexed here, as a whole.
+            con.execute("INSERT INTO messages_fts(rowid, text) "
+                        "SELECT id, text FROM messages WHERE room = ?", (room,))
     finally:
         con.close()
 
