@@ -5,8 +5,9 @@
  *   messages(id INTEGER PRIMARY KEY, room, ts, sender, kind, text),
  *     index (room, id): replay, recent and the per-room retention;
  *   messages_fts: FTS5 over text with external content (messages),
- *     columnsize=0 and automerge 16; the writer indexes each batch with
- *     one statement, a trigger removes deleted rows (rows never change);
+ *     columnsize=0, automerge 16, crisismerge 64; the writer indexes each
+ *     batch with one statement, a trigger removes deleted rows (rows
+ *     never change);
  *   meta(key, value): 'last_id', the highest id ever stored, so ids are
  *     never reused after retention deleted the newest rows.
  * New versions append to migrations[]; each runs in its own transaction
@@ -17,6 +18,7 @@
  */
 #include "config.h"
 
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,7 @@
 #include "db.h"
 
 #define DB_BUSY_MS 500 /* busy_timeout: only another process can hold us */
+#define DB_YIELD_STEPS 4000 /* VM steps between yields, about 50-100 us */
 #define DB_WAL_LIMIT (16 * 1024 * 1024) /* journal_size_limit, bytes */
 #define DB_MAX_WORDS 16 /* search words */
 #define DB_MAX_ROOMS 256 /* rooms per search */
@@ -60,7 +63,9 @@ static const char *const migrations[] = {
      * 2: the writer's throughput.  Indexing was most of a row's cost.
      * columnsize=0 drops the per-row docsize b-tree insert (only bm25
      * reads it; /search orders by id); automerge 16 merges segments less
-     * often (searches read a few more); and the writer indexes a batch
+     * often (searches read a few more), and crisismerge 64 keeps those
+     * merges incremental (at 16, the default, each was one 100 ms commit);
+     * and the writer indexes a batch
      * with one INSERT ... SELECT instead of a trigger.  The index is
      * rebuilt once from messages.
      */
@@ -71,6 +76,7 @@ static const char *const migrations[] = {
     "  content = 'messages', content_rowid = 'id',"
     "  tokenize = 'unicode61 remove_diacritics 2', columnsize = 0);"
     "INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 16);"
+    "INSERT INTO messages_fts(messages_fts, rank) VALUES ('crisismerge', 64);"
     "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');"
     "CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN"
     "  INSERT INTO messages_fts(messages_fts, rowid, text)"
@@ -745,6 +751,23 @@ fail:
 	return -1;
 }
 
+/*
+ * Every connection runs on a worker thread below the event loop
+ * ([server] worker_nice).  On a core the loop shares, a thread that is
+ * running keeps it until the next scheduler tick (4 ms at HZ=250) unless
+ * it blocks: the loop, runnable and waiting, saw stalls of 4-11 ms while
+ * a commit or a long search ran.  Yielding every few thousand VM steps
+ * hands the core back at once; with no one waiting it costs one cheap
+ * system call.
+ */
+static int
+yield_cb(void *arg)
+{
+	(void)arg;
+	sched_yield();
+	return 0; /* go on */
+}
+
 struct db *
 db_open(const char *path, int readonly, size_t cache_bytes, char *err,
     size_t errlen)
@@ -767,6 +790,7 @@ db_open(const char *path, int readonly, size_t cache_bytes, char *err,
 		goto fail;
 	}
 	sqlite3_busy_timeout(db->h, DB_BUSY_MS);
+	sqlite3_progress_handler(db->h, DB_YIELD_STEPS, yield_cb, NULL);
 	/*
 	 * Each connection (the writer and each reader thread) keeps its own
 	 * page cache, which fills as the file grows: cap it, so memory

@@ -468,13 +468,14 @@ def main():
 
     # Loop stalls while the history writer works through a backlog.  A
     # 2-client chat flood (closed loop, 256 lines in flight) runs for
-    # STALL_FLOOD s: the loop takes lines faster than the writer, which
+    # STALL_FLOOD s (sized for a backlog past 100,000 lines and short of
+    # queue_limit, 200,000): the loop takes lines faster than the writer, which
     # shares its core below it, can commit, so a backlog builds; then the
     # flood stops and the writer works the backlog off while a 1-connection
     # echo probe keeps the loop busy.  The loop's own 1 ms lag probe
     # (scraped every 100 ms, the worst kept) covers both phases; history
     # off is the control.  Every line must be written (none dropped).
-    STALL_FLOOD = 1.5
+    STALL_FLOOD = 1.0
     if want("stall"):
         def stall(history):
             srv, ports = parley_server(history=history, lag_probe=True)
@@ -512,6 +513,8 @@ def main():
             dropped = m.get("parley_history_dropped_total", 0)
             if history and drain is None:
                 raise RuntimeError("the history backlog was not written within 30 s")
+            if dropped:
+                raise RuntimeError("%d lines dropped (the backlog reached queue_limit)" % dropped)
             log("  loop lag max %.2f ms (%.2f during the flood); probe: max %s us, p99.9 %s us; flood sent %s; backlog %d, "
                 "written %d in %s s after the flood, dropped %d"
                 % (lag, lag_flood, res["max_us"], res["p999_us"], flood["sent"], backlog, written,

@@ -801,6 +801,10 @@ test_migrate_v1(void)
 		   "WHERE k = 'automerge'"),
 	    16, "automerge is 16");
 	is_int(sql_int(p,
+		   "SELECT v FROM messages_fts_config "
+		   "WHERE k = 'crisismerge'"),
+	    64, "crisismerge is 64");
+	is_int(sql_int(p,
 		   "SELECT count(*) FROM messages_fts "
 		   "WHERE messages_fts MATCH 'news'"),
 	    3, "the index holds the old rows and the new one");
