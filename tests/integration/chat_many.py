@@ -19,6 +19,20 @@ SENDERS = 10
 PER_SENDER = 20
 
 
+async def collect(c, pat, want, one):
+    """Hand the first want lines matching pat to one(match, line); stop
+    early at a 20 s silence or EOF."""
+    n = 0
+    while n < want:
+        line = await c.line(timeout=20)
+        if line is None:
+            return
+        mm = pat.match(line)
+        if mm:
+            one(mm, line)
+            n += 1
+
+
 async def scenario(t, srv):
     t0 = time.monotonic()
     clients = await cc.open_many(srv.port(), CLIENTS, batch=40, timeout=15)
@@ -39,21 +53,13 @@ async def scenario(t, srv):
     wrong_prefix = []
 
     async def receive(k, c):
-        want = PER_SENDER * (SENDERS - (1 if k < SENDERS else 0))
-        n = 0
-        while n < want:
-            line = await c.line(timeout=20)
-            if line is None:
-                return
-            mm = pat.match(line)
-            if not mm:
-                continue
+        def one(mm, line):
             i, seq = int(mm.group(2)), int(mm.group(3))
             if i >= SENDERS or idx.get(mm.group(1)) != i:
                 wrong_prefix.append((k, line))
             else:
                 got[k][i].append(seq)
-            n += 1
+        await collect(c, pat, PER_SENDER * (SENDERS - (1 if k < SENDERS else 0)), one)
 
     recv = [asyncio.ensure_future(receive(k, c)) for k, c in enumerate(clients)]
     t1 = time.monotonic()
@@ -114,19 +120,12 @@ async def scenario_long(t, srv):
     damaged = []
 
     async def receive(k, c):
-        n = 0
-        while n < senders_n * per:
-            line = await c.line(timeout=20)
-            if line is None:
-                return
-            mm = pat.match(line)
-            if not mm:
-                continue
+        def one(mm, line):
             i, j = int(mm.group(3)), int(mm.group(4))
             if mm.group(1) != senders[i].nick.encode() or mm.group(2) != body[(i, j)]:
                 damaged.append((k, i, j, len(line)))
             got[k][i].append(j)
-            n += 1
+        await collect(c, pat, senders_n * per, one)
 
     recv = [asyncio.ensure_future(receive(k, c)) for k, c in enumerate(readers)]
     await asyncio.gather(*[s.send_raw(b"".join(body[(i, j)] + b"\n" for j in range(per)))
