@@ -35,6 +35,7 @@ struct metrics {
 	struct evhttp *http;
 	struct event *tick;
 	uint64_t tick_us; /* the timer's period */
+	clockid_t clock; /* the clock libevent runs the timer on */
 	uint64_t last_tick_us;
 	uint64_t lag_max_us; /* since the last scrape */
 	uint64_t scrapes;
@@ -44,8 +45,11 @@ static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct metrics *m = arg;
-	uint64_t now = clock_mono_us(), late;
+	struct timespec ts;
+	uint64_t now, late;
 
+	clock_gettime(m->clock, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 	(void)fd;
 	(void)what;
 	if (m->last_tick_us != 0) {
@@ -236,6 +240,14 @@ metrics_new(struct server *s)
 		return NULL;
 	m->srv = s;
 	m->tick_us = s->cfg->loop_lag_interval_ms * 1000;
+	/*
+	 * Read lateness on the clock the timer runs on: libevent's default
+	 * timers follow the coarse clock, so on the precise one an idle loop
+	 * would show up to one coarse tick (4 ms here) of lag it never had.
+	 */
+	m->clock = s->cfg->loop_lag_interval_ms < LAG_PRECISE_BELOW_MS
+	    ? CLOCK_MONOTONIC
+	    : CLOCK_MONOTONIC_COARSE;
 	tv.tv_sec = (time_t)(m->tick_us / 1000000);
 	tv.tv_usec = (suseconds_t)(m->tick_us % 1000000);
 	if ((m->http = evhttp_new(s->base)) == NULL ||
