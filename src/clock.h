@@ -5,14 +5,21 @@
 #include <stdint.h>
 #include <time.h>
 
+/* Microseconds on clock id. */
+static inline uint64_t
+clock_us(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /* Monotonic microseconds: intervals, deadlines, lag. */
 static inline uint64_t
 clock_mono_us(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+	return clock_us(CLOCK_MONOTONIC);
 }
 
 static inline uint64_t

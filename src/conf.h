@@ -53,7 +53,6 @@ struct config {
 	unsigned workers;
 	unsigned worker_nice; /* of every worker thread, below the loop */
 	uint64_t loop_lag_interval_ms; /* the lag probe's period */
-#define LAG_PRECISE_BELOW_MS 10 /* shorter: libevent's precise timers */
 	unsigned backlog;
 
 	/* [tls] */
@@ -144,5 +143,15 @@ const char *service_name(enum service_kind kind);
 int parse_duration_ms(const char *s, uint64_t *out);
 int parse_size(const char *s, size_t *out);
 int parse_bool(const char *s, int *out);
+
+/*
+ * A lag probe shorter than 10 ms runs the loop on libevent's precise
+ * timers (the default ones follow the coarse clock, a tick late).
+ */
+static inline int
+config_precise_timers(const struct config *cfg)
+{
+	return cfg->loop_lag_interval_ms < 10;
+}
 
 #endif

@@ -67,9 +67,8 @@ static const char *const migrations[] = {
      * reads it; /search orders by id); automerge 16 merges segments less
      * often (searches read a few more), and crisismerge 64 keeps those
      * merges incremental (at 16, the default, each was one 100 ms commit);
-     * and the writer indexes a batch
-     * with one INSERT ... SELECT instead of a trigger.  The index is
-     * rebuilt once from messages.
+     * and the writer indexes a batch with one INSERT ... SELECT instead of
+     * a trigger.  The index is rebuilt once from messages.
      */
     "DROP TRIGGER messages_ai;"
     "DROP TRIGGER messages_ad;"

@@ -45,11 +45,8 @@ static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct metrics *m = arg;
-	struct timespec ts;
-	uint64_t now, late;
+	uint64_t now = clock_us(m->clock), late;
 
-	clock_gettime(m->clock, &ts);
-	now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 	(void)fd;
 	(void)what;
 	if (m->last_tick_us != 0) {
@@ -245,9 +242,8 @@ metrics_new(struct server *s)
 	 * timers follow the coarse clock, so on the precise one an idle loop
 	 * would show up to one coarse tick (4 ms here) of lag it never had.
 	 */
-	m->clock = s->cfg->loop_lag_interval_ms < LAG_PRECISE_BELOW_MS
-	    ? CLOCK_MONOTONIC
-	    : CLOCK_MONOTONIC_COARSE;
+	m->clock = config_precise_timers(s->cfg) ? CLOCK_MONOTONIC
+						 : CLOCK_MONOTONIC_COARSE;
 	tv.tv_sec = (time_t)(m->tick_us / 1000000);
 	tv.tv_usec = (suseconds_t)(m->tick_us % 1000000);
 	if ((m->http = evhttp_new(s->base)) == NULL ||

@@ -212,7 +212,7 @@ server_new(struct config *cfg, char *err, size_t errlen)
 	 * at HZ=250, late); a lag probe finer than that needs the precise
 	 * clock, which costs a timerfd_settime per loop iteration.
 	 */
-	if (cfg->loop_lag_interval_ms < LAG_PRECISE_BELOW_MS)
+	if (config_precise_timers(cfg))
 		event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
 	s->base = event_base_new_with_config(ec);
 	event_config_free(ec);

@@ -67,16 +67,16 @@ struct workq *workq_new(
  * EAGAIN when max_pending jobs are queued or running (the caller sheds
  * load), ESHUTDOWN once workq_free has begun, EINVAL, ENOMEM.
  */
-/*
- * Lower the calling thread's nice value by nice (Linux: per thread; at
- * most 19).  Worker
- * threads run below the event loop, so a core shared with hashing or a
- * history commit serves the loop's clients first.  0 leaves it alone.
- */
-void workq_lower_priority(int nice);
-
 int workq_submit(struct workq *q, uint64_t owner_id, workq_work_fn work,
     workq_done_fn done, void *arg);
+
+/*
+ * Raise the calling thread's nice value by nice (Linux: per thread; at
+ * most 19).  Worker threads run below the event loop, so a core shared
+ * with hashing or a history commit serves the loop's clients first.  0
+ * leaves it alone.
+ */
+void workq_lower_priority(int nice);
 
 void workq_stats(struct workq *q, struct workq_stats *out);
 /* Jobs queued or running: what max_pending limits. */
