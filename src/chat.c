@@ -516,6 +516,13 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	/*
+	 * A flooding client is not read from until its buffered lines are
+	 * handled at flood_rate, which may take a minute; if it reset the
+	 * connection meanwhile, let it go now rather than then.
+	 */
+	if (conn_paused(s->conn, PAUSE_FLOOD) && conn_check_peer(s->conn) < 0)
+		return;
 	process(s);
 }
 

@@ -343,6 +343,24 @@ conn_eof(const struct conn *c)
 }
 
 int
+conn_check_peer(struct conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof err;
+
+	if (c->bev == NULL || c->state == CONN_CLOSED)
+		return -1;
+	if (getsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_ERROR, &err,
+		&len) < 0)
+		err = errno;
+	if (err == 0)
+		return 0;
+	log_debug("conn %s: %s", c->peer, strerror(err));
+	conn_abort(c, "error");
+	return -1;
+}
+
+int
 conn_paused(const struct conn *c, enum conn_pause why)
 {
 	return (c->pause & why) != 0;

@@ -98,6 +98,12 @@ void conn_resume(struct conn *c, enum conn_pause why);
 int conn_paused(const struct conn *c, enum conn_pause why);
 /* The peer has finished sending; buffered input is its last. */
 int conn_eof(const struct conn *c);
+/*
+ * A paused conn is not read from, so a reset goes unseen while nothing is
+ * written to it.  Ask the socket: aborts the conn and returns -1 if the
+ * peer reset it (or it failed otherwise), 0 if it still stands.
+ */
+int conn_check_peer(struct conn *c);
 
 /* Flush what is queued, then close (TLS close_notify), under a deadline. */
 void conn_close(struct conn *c, const char *reason);

@@ -8,6 +8,10 @@
   grown past a bound, and clients connected all along are still served.
 - Clients the server stopped reading from (echo past buffer_limit, chat
   under flood control) that then reset: their descriptors are freed.
+- A chat client flooding alone in a room gets no output, so once flood
+  control stops reading from it nothing would notice its reset until its
+  buffered lines were handled at flood_rate (a minute at the default):
+  it is let go within a flood tick, and a new client finds the room empty.
 - Half-closed connections (shutdown(SHUT_WR)): echo returns every byte,
   even more than its buffer_limit, then closes; chat handles every line
   (a last one without a newline too), sends every reply, then closes, and
@@ -297,6 +301,37 @@ def stuck_then_reset(t, srv, echo_port, chat_port):
          "%d more descriptors while they were connected" % grown)
 
 
+def flood_alone_then_reset(t, srv, chat_port):
+    """A flooding chat client that receives nothing, then resets."""
+    base = srv.fd_count()
+    s = connect(chat_port)
+    got = recv_until(s, b"you are in #lobby (1 here)", 5)
+    t.ok(b"(1 here)" in got, "chat: a flooder alone in the lobby", repr(got[-200:]))
+    s.setblocking(False)
+    data = b"/me floods alone\n" * 4096  # far past what 10 lines/s handles in a minute
+    sent = 0
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and sent < len(data):
+        try:
+            sent += s.send(data[sent:])
+        except BlockingIOError:
+            time.sleep(0.01)
+    time.sleep(0.5)  # the server has read its fill and paused
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
+    s.close()
+    t0 = time.monotonic()
+    gone = pt.wait_for(lambda: srv.fd_count() <= base, 5 * pt.SLOW, 0.05)
+    secs = time.monotonic() - t0
+    t.ok(gone, "chat: a flooder under flood control that resets is let go at once "
+         "(%.2f s, not once its buffered lines are handled at flood_rate)" % secs,
+         "%d descriptors now, %d before" % (srv.fd_count(), base))
+    s = connect(chat_port)
+    got = recv_until(s, b" here)", 5)
+    s.close()
+    t.ok(b"you are in #lobby (1 here)" in got, "chat: the next client finds the lobby empty",
+         repr(got[-200:]))
+
+
 def half_close_chat(t, port):
     watcher = connect(port)
     greet = recv_until(watcher, b"here)\r\n", 5)
@@ -413,6 +448,7 @@ def main(t):
         churn_phase(t, srv, echo_port, chat_port)
         half_close_echo(t, echo_port)
         stuck_then_reset(t, srv, echo_port, chat_port)
+        flood_alone_then_reset(t, srv, chat_port)
         half_close_chat(t, chat_port)
         t.ok(srv.alive(), "server alive after the half-closed clients")
         rc = srv.stop()
