@@ -65,6 +65,7 @@ static const struct key keys[] = {
 	3600 * 1000},
     {"server", "workers", K_UINT, OFF(workers), 1, 64},
     {"server", "worker_nice", K_UINT, OFF(worker_nice), 0, 19},
+    {"server", "idle_release", K_DURATION, OFF(idle_release_ms), 0, DAY},
     {"server", "loop_lag_interval", K_DURATION, OFF(loop_lag_interval_ms), 1,
 	60 * 1000},
     {"server", "backlog", K_UINT, OFF(backlog), 1, 65535},
@@ -300,6 +301,7 @@ config_new(void)
 	cfg->workers = 4;
 	cfg->worker_nice = 10;
 	cfg->loop_lag_interval_ms = 100;
+	cfg->idle_release_ms = 1000;
 	cfg->backlog = 511;
 	cfg->tls_ciphers = xstrdup("HIGH:!aNULL:!MD5:!RC4:!3DES:!CBC");
 	cfg->tls_ciphersuites =

@@ -53,6 +53,7 @@ struct config {
 	unsigned workers;
 	unsigned worker_nice; /* of every worker thread, below the loop */
 	uint64_t loop_lag_interval_ms; /* the lag probe's period */
+	uint64_t idle_release_ms; /* idle plain conns free their buffers */
 	unsigned backlog;
 
 	/* [tls] */

@@ -39,6 +39,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "conn.h"
 #include "gate.h"
@@ -58,7 +59,11 @@ struct conn {
 	void *data; /* the service's per-connection state */
 	struct bufferevent *bev;
 	SSL *ssl; /* owned by bev; NULL on plain */
-	struct event *deadline; /* handshake or close deadline */
+	/*
+	 * The handshake or close deadline; while the conn sleeps, the watch
+	 * on its socket (with what is left of idle_timeout).
+	 */
+	struct event *deadline;
 	unsigned pause; /* enum conn_pause bits */
 	int watching; /* service wants drained() */
 	int reading_now; /* inside the service read callback */
@@ -66,12 +71,19 @@ struct conn {
 	int busy; /* callbacks on the stack: defer free() */
 	int direct; /* plain TCP: written by flush_cb, EV_WRITE off if idle */
 	int dirty; /* on flush_list */
+	int asleep; /* idle: bev freed, fd watched by deadline */
+	int short_timeout; /* bev's read timeout is a remainder */
+	evutil_socket_t fd; /* the socket while asleep */
+	uint64_t read_ms; /* last input (coarse clock), for idle_timeout */
+	uint64_t active_ms; /* last input or output, for the sleep sweep */
 	char listener[32];
 	char peer[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
 	struct sockaddr_storage addr;
 	TAILQ_ENTRY(conn) entry;
 	TAILQ_ENTRY(conn) flush_entry;
+	TAILQ_ENTRY(conn) awake_entry; /* on awake_list while awake */
+	int awake_listed;
 };
 
 static const char *const state_names[CONN_NSTATES] = {
@@ -89,6 +101,7 @@ static uint32_t nslots;
 static uint32_t *free_slots;
 static uint32_t nfree;
 static size_t nconns;
+static size_t nasleep; /* conns asleep: see awake_list */
 static size_t state_counts[CONN_NSTATES];
 static TAILQ_HEAD(, conn) all_conns = TAILQ_HEAD_INITIALIZER(all_conns);
 
@@ -111,11 +124,35 @@ _Static_assert(sizeof(struct evbuffer_iovec) == sizeof(struct iovec) &&
 	    offsetof(struct iovec, iov_len),
     "struct evbuffer_iovec is not struct iovec");
 
+/*
+ * Idle plain conns give their buffers back (as memcached and nginx do with
+ * idle connections).  An awake direct conn sits on awake_list, least
+ * recently active first; sleep_ev walks it from the front and puts to
+ * sleep every conn idle for idle_release with nothing buffered: its
+ * bufferevent (about 0.9 KiB with its two evbuffers) is freed and its
+ * deadline event watches the socket instead.  Input, output from a service
+ * or the idle timeout wake it with a fresh bufferevent.
+ */
+static TAILQ_HEAD(, conn) awake_list = TAILQ_HEAD_INITIALIZER(awake_list);
+static struct event *sleep_ev;
+#define SLEEP_BATCH 1024 /* conns put to sleep per tick: bounded work */
+
 static void conn_free(struct conn *c);
 static void conn_readcb(struct bufferevent *bev, void *arg);
 static void conn_writecb(struct bufferevent *bev, void *arg);
 static void conn_eventcb(struct bufferevent *bev, short what, void *arg);
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
+static void deadline_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_wake(struct conn *c);
+static void conn_event(struct conn *c, short what);
+static void conn_outbuf_cb(
+    struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+
+static uint64_t
+coarse_ms(void)
+{
+	return clock_us(CLOCK_MONOTONIC_COARSE) / 1000;
+}
 
 /*
  * A conn may be closed by its own service from inside one of its
@@ -268,6 +305,12 @@ conn_count(void)
 }
 
 size_t
+conn_count_asleep(void)
+{
+	return nasleep;
+}
+
+size_t
 conn_count_state(enum conn_state st)
 {
 	return st < CONN_NSTATES ? state_counts[st] : 0;
@@ -301,7 +344,7 @@ static void
 update_reading(struct conn *c)
 {
 	if (c->bev == NULL)
-		return;
+		return; /* asleep: its watch reads */
 	if ((c->state == CONN_ACTIVE || c->state == CONN_GREETING) &&
 	    c->pause == 0 && !c->eof)
 		bufferevent_enable(c->bev, EV_READ);
@@ -312,6 +355,7 @@ update_reading(struct conn *c)
 void
 conn_pause(struct conn *c, enum conn_pause why)
 {
+	conn_wake(c);
 	c->pause |= why;
 	update_reading(c);
 }
@@ -323,6 +367,7 @@ conn_resume(struct conn *c, enum conn_pause why)
 
 	if ((c->pause & why) == 0)
 		return;
+	conn_wake(c);
 	c->pause &= ~why;
 	update_reading(c);
 	/*
@@ -348,10 +393,10 @@ conn_check_peer(struct conn *c)
 	int err = 0;
 	socklen_t len = sizeof err;
 
-	if (c->bev == NULL || c->state == CONN_CLOSED)
+	if (c->state == CONN_CLOSED)
 		return -1;
-	if (getsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_ERROR, &err,
-		&len) < 0)
+	if (getsockopt(c->bev != NULL ? bufferevent_getfd(c->bev) : c->fd,
+		SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
 	if (err == 0)
 		return 0;
@@ -369,6 +414,7 @@ conn_paused(const struct conn *c, enum conn_pause why)
 struct evbuffer *
 conn_output(struct conn *c)
 {
+	conn_wake(c);
 	return bufferevent_get_output(c->bev);
 }
 
@@ -385,6 +431,7 @@ conn_write(struct conn *c, const void *data, size_t len)
 {
 	if (c->state >= CONN_CLOSING)
 		return -1;
+	conn_wake(c);
 	c->srv->stats.bytes_out += len;
 	return bufferevent_write(c->bev, data, len);
 }
@@ -397,6 +444,7 @@ conn_printf(struct conn *c, const char *fmt, ...)
 
 	if (c->state >= CONN_CLOSING)
 		return -1;
+	conn_wake(c);
 	va_start(ap, fmt);
 	n = evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
 	va_end(ap);
@@ -408,8 +456,9 @@ conn_printf(struct conn *c, const char *fmt, ...)
 void
 conn_watch_output(struct conn *c, size_t low)
 {
-	if (c->bev == NULL)
+	if (c->bev == NULL && !c->asleep)
 		return;
+	conn_wake(c);
 	c->watching = 1;
 	bufferevent_setwatermark(c->bev, EV_WRITE, low, 0);
 }
@@ -508,23 +557,185 @@ refuse(int fd, int tls, const char *line)
 	close(fd);
 }
 
+static struct timeval
+ms_timeval(uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000};
+
+	return tv;
+}
+
+/* The bufferevent's read timeout: idle_timeout, or what is left of it. */
+static void
+set_idle_timeout(struct conn *c, uint64_t ms)
+{
+	struct timeval tv = ms_timeval(ms);
+
+	if (c->srv->cfg->idle_timeout_ms == 0)
+		return;
+	c->short_timeout = ms < c->srv->cfg->idle_timeout_ms;
+	bufferevent_set_timeouts(c->bev, &tv, NULL);
+}
+
+/* What is left of idle_timeout since the last input, at least 1 ms. */
+static uint64_t
+idle_timeout_left(const struct conn *c)
+{
+	uint64_t idle = coarse_ms() - c->read_ms;
+	uint64_t limit = c->srv->cfg->idle_timeout_ms;
+
+	return idle + 1 < limit ? limit - idle : 1;
+}
+
+static void
+awake_touch(struct conn *c)
+{
+	if (!c->awake_listed)
+		return;
+	c->active_ms = coarse_ms();
+	TAILQ_REMOVE(&awake_list, c, awake_entry);
+	TAILQ_INSERT_TAIL(&awake_list, c, awake_entry);
+}
+
+static void
+awake_unlist(struct conn *c)
+{
+	if (!c->awake_listed)
+		return;
+	TAILQ_REMOVE(&awake_list, c, awake_entry);
+	c->awake_listed = 0;
+}
+
+static void
+watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	conn_enter(c);
+	conn_wake(c);
+	/* Readable: the new bufferevent reads it on the next turn. */
+	if (what & EV_TIMEOUT)
+		conn_event(c, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+	conn_leave(c);
+}
+
+/* A sleeping conn's watch: input, end of input or idle_timeout. */
+static void
+watch_arm(struct conn *c)
+{
+	struct timeval tv = ms_timeval(idle_timeout_left(c));
+
+	event_del(c->deadline);
+	event_assign(c->deadline, c->srv->base, c->fd, EV_READ, watch_cb, c);
+	event_add(c->deadline, c->srv->cfg->idle_timeout_ms ? &tv : NULL);
+}
+
+/* Free c's bufferevent and watch its socket with the deadline event. */
+static void
+conn_sleep(struct conn *c)
+{
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+	awake_unlist(c);
+	/* Detach the fd first, so that freeing does not close it. */
+	bufferevent_setfd(c->bev, -1);
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	c->fd = fd;
+	c->asleep = 1;
+	nasleep++;
+	watch_arm(c);
+}
+
+static int
+conn_can_sleep(struct conn *c)
+{
+	return c->direct && c->state == CONN_ACTIVE && c->pause == 0 &&
+	    !c->eof && !c->dirty && !c->watching && !c->reading_now &&
+	    c->busy == 0 &&
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+/*
+ * A fresh bufferevent for a sleeping conn.  Out of memory here aborts:
+ * the callers are in the middle of writing to the conn and have no way
+ * to go on without it.
+ */
+static void
+conn_wake(struct conn *c)
+{
+	struct bufferevent *bev;
+
+	if (!c->asleep)
+		return;
+	if ((bev = bufferevent_socket_new(
+		 c->srv->base, c->fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+		log_err("out of memory waking a connection");
+		abort();
+	}
+	event_del(c->deadline);
+	event_assign(c->deadline, c->srv->base, -1, 0, deadline_cb, c);
+	c->bev = bev;
+	c->asleep = 0;
+	nasleep--;
+	c->fd = -1;
+	bufferevent_setcb(bev, conn_readcb, conn_writecb, conn_eventcb, c);
+	bufferevent_disable(bev, EV_WRITE); /* direct: flush_cb writes */
+	evbuffer_add_cb(bufferevent_get_output(bev), conn_outbuf_cb, c);
+	if (c->srv->cfg->idle_timeout_ms > 0)
+		set_idle_timeout(c, idle_timeout_left(c));
+	c->awake_listed = 1;
+	TAILQ_INSERT_TAIL(&awake_list, c, awake_entry);
+	c->active_ms = coarse_ms();
+	update_reading(c);
+}
+
+static void
+sleep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	uint64_t now = coarse_ms(), after = s->cfg->idle_release_ms;
+	struct timeval tv = ms_timeval(after > 200 ? after / 2 : 100);
+	struct conn *c, *next;
+	int n = 0;
+
+	(void)fd;
+	(void)what;
+	if (after > 0) {
+		for (c = TAILQ_FIRST(&awake_list); c != NULL; c = next) {
+			next = TAILQ_NEXT(c, awake_entry);
+			if (now - c->active_ms < after)
+				break; /* the rest were active later */
+			if (n++ == SLEEP_BATCH) {
+				tv = ms_timeval(0); /* more: go on next turn */
+				break;
+			}
+			if (conn_can_sleep(c))
+				conn_sleep(c);
+			else
+				awake_touch(c); /* busy: look again later */
+		}
+	}
+	evtimer_add(sleep_ev, &tv);
+}
+
 static void
 transport_ready(struct conn *c)
 {
 	conn_set_state(c, CONN_GREETING);
-	if (c->srv->cfg->idle_timeout_ms > 0) {
-		struct timeval tv = {
-		    (time_t)(c->srv->cfg->idle_timeout_ms / 1000),
-		    (long)(c->srv->cfg->idle_timeout_ms % 1000) * 1000,
-		};
-		bufferevent_set_timeouts(c->bev, &tv, NULL);
-	}
+	c->read_ms = c->active_ms = coarse_ms();
+	if (!c->asleep)
+		set_idle_timeout(c, c->srv->cfg->idle_timeout_ms);
 	if (c->svc->open != NULL && c->svc->open(c) == -1) {
 		conn_close(c, "refused by service");
 		return;
 	}
 	if (c->state == CONN_GREETING)
 		conn_set_state(c, CONN_ACTIVE);
+	if (c->asleep && c->state == CONN_ACTIVE)
+		watch_arm(c); /* the service had nothing to say */
 	update_reading(c);
 }
 
@@ -574,6 +785,7 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 		out = bufferevent_get_output(c->bev);
 		if ((nv = evbuffer_peek(out, -1, NULL, iov, FLUSH_IOV)) <= 0)
 			continue;
+		awake_touch(c);
 		/*
 		 * send(2), not the writev(2) of evbuffer_write: a socket write
 		 * through the VFS layer (fdget_pos, rw_verify_area) cost about
@@ -612,15 +824,16 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 
 /*
  * Wrap a transport in a conn and start it: the TLS handshake when ssl is
- * set, the service's greeting otherwise.  direct: bev is a plain socket
- * bufferevent, written by flush_cb.  Takes bev in every case.
+ * set, the service's greeting otherwise.  direct: a plain socket, written
+ * by flush_cb; bev NULL starts it asleep on fd (a bufferevent comes with
+ * its first input or output).  Takes bev or fd in every case.
  * Returns the new conn's id, or 0 if it could not be set up or is
  * already gone (a service that refused it).
  */
 static uint64_t
 conn_start(struct server *s, const struct conn_service *svc,
     const char *listener, struct bufferevent *bev, SSL *ssl, int direct,
-    const struct sockaddr *sa, socklen_t salen)
+    evutil_socket_t fd, const struct sockaddr *sa, socklen_t salen)
 {
 	struct conn *c;
 	uint64_t id;
@@ -629,12 +842,16 @@ conn_start(struct server *s, const struct conn_service *svc,
 	    (c->deadline = evtimer_new(s->base, deadline_cb, c)) == NULL) {
 		log_err("out of memory accepting a connection");
 		free(c);
-		bufferevent_free(bev);
+		if (bev != NULL)
+			bufferevent_free(bev);
+		else
+			evutil_closesocket(fd);
 		return 0;
 	}
 	c->srv = s;
 	c->svc = svc;
 	c->bev = bev;
+	c->fd = -1; /* only while asleep */
 	c->ssl = ssl;
 	c->state = CONN_HANDSHAKE;
 	snprintf(c->listener, sizeof c->listener, "%s", listener);
@@ -648,9 +865,21 @@ conn_start(struct server *s, const struct conn_service *svc,
 	state_counts[CONN_HANDSHAKE]++;
 	ipcount_add((struct sockaddr *)&c->addr);
 	s->stats.accepted++;
-	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
 	log_debug("conn %s: accepted on %s", c->peer, listener);
 
+	if (direct && sleep_ev == NULL &&
+	    (sleep_ev = evtimer_new(s->base, sleep_cb, s)) != NULL)
+		sleep_cb(-1, 0, s);
+	if (bev == NULL) {
+		/* Asleep from the start: most clients send first, if at all. */
+		c->direct = 1;
+		c->asleep = 1;
+		c->fd = fd;
+		nasleep++;
+		transport_ready(c); /* may free c */
+		return conn_lookup(id) != NULL ? id : 0;
+	}
+	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
 	if (ssl != NULL) {
 		arm_deadline(c, s->cfg->handshake_timeout_ms);
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -658,6 +887,8 @@ conn_start(struct server *s, const struct conn_service *svc,
 		/* Written by flush_cb; see flush_list.  (A new socket
 		 * bufferevent starts with EV_WRITE enabled.) */
 		c->direct = 1;
+		c->awake_listed = 1;
+		TAILQ_INSERT_TAIL(&awake_list, c, awake_entry);
 		bufferevent_disable(c->bev, EV_WRITE);
 		evbuffer_add_cb(
 		    bufferevent_get_output(c->bev), conn_outbuf_cb, c);
@@ -723,6 +954,10 @@ conn_accept(struct server *s, const struct conn_service *svc,
 		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 		if (bev != NULL)
 			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	} else if (cfg->idle_release_ms > 0) {
+		set_tcp_options(fd);
+		conn_start(s, svc, listener, NULL, NULL, 1, fd, sa, salen);
+		return;
 	} else {
 		bev =
 		    bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -733,7 +968,7 @@ conn_accept(struct server *s, const struct conn_service *svc,
 		return;
 	}
 	set_tcp_options(fd);
-	conn_start(s, svc, listener, bev, ssl, !tls, sa, salen);
+	conn_start(s, svc, listener, bev, ssl, !tls, -1, sa, salen);
 }
 
 uint64_t
@@ -741,7 +976,7 @@ conn_attach(struct server *s, const struct conn_service *svc,
     const char *listener, struct bufferevent *bev, const struct sockaddr *sa,
     socklen_t salen)
 {
-	return conn_start(s, svc, listener, bev, NULL, 0, sa, salen);
+	return conn_start(s, svc, listener, bev, NULL, 0, -1, sa, salen);
 }
 
 static void
@@ -756,6 +991,10 @@ conn_readcb(struct bufferevent *bev, void *arg)
 		return;
 	}
 	conn_enter(c);
+	c->read_ms = coarse_ms();
+	awake_touch(c);
+	if (c->short_timeout)
+		set_idle_timeout(c, c->srv->cfg->idle_timeout_ms);
 	c->srv->stats.bytes_in += evbuffer_get_length(in);
 	c->reading_now = 1;
 	c->svc->read(c, in);
@@ -876,6 +1115,10 @@ conn_close(struct conn *c, const char *reason)
 		return;
 	log_debug("conn %s: closing (%s)", c->peer, reason);
 	conn_set_state(c, CONN_CLOSING);
+	if (c->asleep) {
+		finish_close(c); /* nothing to flush */
+		return;
+	}
 	update_reading(c);
 	bufferevent_set_timeouts(c->bev, NULL, NULL);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
@@ -928,10 +1171,18 @@ conn_free(struct conn *c)
 	state_counts[CONN_CLOSED]--;
 	ipcount_del((struct sockaddr *)&c->addr);
 	slot_release(c);
+	awake_unlist(c);
 	event_free(c->deadline);
 	c->deadline = NULL;
-	/* With CLOSE_ON_FREE this closes the fd and frees the SSL. */
-	bufferevent_free(c->bev);
+	if (c->asleep) {
+		evutil_closesocket(c->fd);
+		c->fd = -1;
+		c->asleep = 0;
+		nasleep--;
+	} else {
+		/* With CLOSE_ON_FREE this closes the fd and frees the SSL. */
+		bufferevent_free(c->bev);
+	}
 	c->bev = NULL;
 	if (c->busy == 0)
 		free(c);
@@ -971,5 +1222,9 @@ conn_abort_all(const char *reason)
 	if (flush_ev != NULL) {
 		event_free(flush_ev);
 		flush_ev = NULL;
+	}
+	if (sleep_ev != NULL) {
+		event_free(sleep_ev);
+		sleep_ev = NULL;
 	}
 }

@@ -4,7 +4,8 @@
  * struct conn_service and see the connection only through this API.
  *
  * Ownership: the conn owns its bufferevent; with BEV_OPT_CLOSE_ON_FREE the
- * bufferevent owns the fd and the SSL.  Anything outside the loop (worker
+ * bufferevent owns the fd and the SSL.  An idle plain conn may be asleep
+ * ([server] idle_release): no bufferevent, and the conn owns the fd.  Anything outside the loop (worker
  * jobs) names a conn by its 64-bit id and looks it up with conn_lookup(),
  * which returns NULL once the conn is gone.
  */
@@ -116,6 +117,8 @@ void conn_abort(struct conn *c, const char *reason);
 void conn_foreach(void (*fn)(struct conn *, void *), void *arg);
 size_t conn_count(void);
 size_t conn_count_state(enum conn_state st);
+/* Idle conns that gave their buffers back ([server] idle_release). */
+size_t conn_count_asleep(void);
 /* Free every conn at once (end of shutdown). */
 void conn_abort_all(const char *reason);
 

@@ -135,6 +135,9 @@ render(struct metrics *m, struct evbuffer *b)
 	free(t.l);
 	GAUGE(
 	    "connections_total_open", "Open connections.", "%zu", conn_count());
+	GAUGE("connections_asleep",
+	    "Idle connections holding no buffers (idle_release).", "%zu",
+	    conn_count_asleep());
 	GAUGE("rooms", "Chat rooms.", "%zu",
 	    s->chat ? chat_room_count(s->chat) : 0);
 	GAUGE("sessions_parked", "Chat sessions kept for /resume.", "%zu",
