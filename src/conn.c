@@ -54,6 +54,7 @@
 struct conn {
 	uint64_t id;
 	enum conn_state state;
+	unsigned pause; /* enum conn_pause bits */
 	struct server *srv;
 	const struct conn_service *svc;
 	void *data; /* the service's per-connection state */
@@ -64,26 +65,28 @@ struct conn {
 	 * on its socket (with what is left of idle_timeout).
 	 */
 	struct event *deadline;
-	unsigned pause; /* enum conn_pause bits */
-	int watching; /* service wants drained() */
-	int reading_now; /* inside the service read callback */
-	int eof; /* the peer finished sending */
 	int busy; /* callbacks on the stack: defer free() */
-	int direct; /* plain TCP: written by flush_cb, EV_WRITE off if idle */
-	int dirty; /* on flush_list */
-	int asleep; /* idle: bev freed, fd watched by deadline */
-	int short_timeout; /* bev's read timeout is a remainder */
 	evutil_socket_t fd; /* the socket while asleep */
+	unsigned watching : 1; /* service wants drained() */
+	unsigned reading_now : 1; /* inside the service read callback */
+	unsigned eof : 1; /* the peer finished sending */
+	unsigned direct : 1; /* plain TCP: written by flush_cb */
+	unsigned dirty : 1; /* on flush_list */
+	unsigned asleep : 1; /* idle: bev freed, fd watched by deadline */
+	unsigned short_timeout : 1; /* bev's read timeout is a remainder */
+	unsigned awake_listed : 1; /* on awake_list */
 	uint64_t read_ms; /* last input (coarse clock), for idle_timeout */
 	uint64_t active_ms; /* last input or output, for the sleep sweep */
+	union { /* TCP peers only; anything else stays AF_UNSPEC */
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
+	} addr;
 	char listener[32];
-	char peer[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
-	struct sockaddr_storage addr;
 	TAILQ_ENTRY(conn) entry;
 	TAILQ_ENTRY(conn) flush_entry;
 	TAILQ_ENTRY(conn) awake_entry; /* on awake_list while awake */
-	int awake_listed;
 };
 
 static const char *const state_names[CONN_NSTATES] = {
@@ -253,7 +256,24 @@ conn_server(const struct conn *c)
 const char *
 conn_peer(const struct conn *c)
 {
-	return c->peer;
+	/*
+	 * Formatted on demand, not kept in struct conn (which every idle
+	 * client pays for); loop thread only.  Four buffers in turn, so that
+	 * one log line may name several peers.
+	 */
+	static char buf[4][INET6_ADDRSTRLEN + 8];
+	static unsigned next;
+	char *p = buf[next++ % 4];
+
+	if (c->addr.sa.sa_family == AF_INET)
+		snprintf(p, sizeof buf[0], "%s:%u", c->peer_ip,
+		    (unsigned)ntohs(c->addr.sin.sin_port));
+	else if (c->addr.sa.sa_family == AF_INET6)
+		snprintf(p, sizeof buf[0], "[%s]:%u", c->peer_ip,
+		    (unsigned)ntohs(c->addr.sin6.sin6_port));
+	else
+		snprintf(p, sizeof buf[0], "local");
+	return p;
 }
 
 const char *
@@ -329,11 +349,11 @@ conn_set_state(struct conn *c, enum conn_state st)
 	};
 
 	if (st >= CONN_NSTATES || !allowed[c->state][st]) {
-		log_err("conn %s: bad state change %s -> %s", c->peer,
+		log_err("conn %s: bad state change %s -> %s", conn_peer(c),
 		    conn_state_name(c->state), conn_state_name(st));
 		abort(); /* a bug: continuing would corrupt ownership */
 	}
-	log_debug("conn %s: %s -> %s", c->peer, conn_state_name(c->state),
+	log_debug("conn %s: %s -> %s", conn_peer(c), conn_state_name(c->state),
 	    conn_state_name(st));
 	state_counts[c->state]--;
 	state_counts[st]++;
@@ -400,7 +420,7 @@ conn_check_peer(struct conn *c)
 		err = errno;
 	if (err == 0)
 		return 0;
-	log_debug("conn %s: %s", c->peer, strerror(err));
+	log_debug("conn %s: %s", conn_peer(c), strerror(err));
 	conn_abort(c, "error");
 	return -1;
 }
@@ -473,11 +493,11 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 	conn_enter(c);
 	if (c->state == CONN_HANDSHAKE) {
 		c->srv->stats.tls_failures++;
-		log_info("conn %s: TLS handshake timed out", c->peer);
+		log_info("conn %s: TLS handshake timed out", conn_peer(c));
 		conn_abort(c, "handshake timeout");
 	} else if (c->state == CONN_CLOSING) {
-		log_info(
-		    "conn %s: peer did not take its output in time", c->peer);
+		log_info("conn %s: peer did not take its output in time",
+		    conn_peer(c));
 		conn_free(c);
 	}
 	conn_leave(c);
@@ -508,26 +528,19 @@ set_tcp_options(int fd)
 static void
 format_peer(struct conn *c, const struct sockaddr *sa)
 {
-	in_port_t port = 0;
-
 	c->peer_ip[0] = '\0';
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const void *)sa;
 
 		inet_ntop(
 		    AF_INET, &sin->sin_addr, c->peer_ip, sizeof c->peer_ip);
-		port = ntohs(sin->sin_port);
-		snprintf(c->peer, sizeof c->peer, "%s:%u", c->peer_ip, port);
 	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *sin6 = (const void *)sa;
 
 		inet_ntop(
 		    AF_INET6, &sin6->sin6_addr, c->peer_ip, sizeof c->peer_ip);
-		port = ntohs(sin6->sin6_port);
-		snprintf(c->peer, sizeof c->peer, "[%s]:%u", c->peer_ip, port);
 	} else {
 		snprintf(c->peer_ip, sizeof c->peer_ip, "local");
-		snprintf(c->peer, sizeof c->peer, "local");
 	}
 }
 
@@ -810,7 +823,7 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 			evbuffer_drain(out, (size_t)n);
 			evbuffer_freeze(out, 1);
 		} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			log_debug("conn %s: %s", c->peer, strerror(errno));
+			log_debug("conn %s: %s", conn_peer(c), strerror(errno));
 			conn_abort(c, "write error");
 			continue;
 		}
@@ -863,9 +876,9 @@ conn_start(struct server *s, const struct conn_service *svc,
 	TAILQ_INSERT_TAIL(&all_conns, c, entry);
 	nconns++;
 	state_counts[CONN_HANDSHAKE]++;
-	ipcount_add((struct sockaddr *)&c->addr);
+	ipcount_add(&c->addr.sa);
 	s->stats.accepted++;
-	log_debug("conn %s: accepted on %s", c->peer, listener);
+	log_debug("conn %s: accepted on %s", conn_peer(c), listener);
 
 	if (direct && sleep_ev == NULL &&
 	    (sleep_ev = evtimer_new(s->base, sleep_cb, s)) != NULL)
@@ -1047,13 +1060,13 @@ conn_event(struct conn *c, short what)
 		/* TLS handshake complete. */
 		evtimer_del(c->deadline);
 		c->srv->stats.tls_handshakes++;
-		log_debug("conn %s: %s %s", c->peer, SSL_get_version(c->ssl),
-		    SSL_get_cipher_name(c->ssl));
+		log_debug("conn %s: %s %s", conn_peer(c),
+		    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
 		transport_ready(c);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
-		log_info("conn %s: idle for too long, closing", c->peer);
+		log_info("conn %s: idle for too long, closing", conn_peer(c));
 		if (c->svc->shutdown != NULL && c->state < CONN_CLOSING)
 			conn_printf(c, "parleyd: idle timeout, goodbye\r\n");
 		conn_close(c, "idle timeout");
@@ -1065,11 +1078,11 @@ conn_event(struct conn *c, short what)
 		if (c->ssl != NULL &&
 		    (e = bufferevent_get_openssl_error(c->bev)) != 0) {
 			ERR_error_string_n(e, buf, sizeof buf);
-			log_info("conn %s: TLS error: %s", c->peer, buf);
+			log_info("conn %s: TLS error: %s", conn_peer(c), buf);
 			while (bufferevent_get_openssl_error(c->bev) != 0)
 				;
 		} else if (EVUTIL_SOCKET_ERROR() != 0) {
-			log_debug("conn %s: %s", c->peer,
+			log_debug("conn %s: %s", conn_peer(c),
 			    evutil_socket_error_to_string(
 				EVUTIL_SOCKET_ERROR()));
 		}
@@ -1077,7 +1090,7 @@ conn_event(struct conn *c, short what)
 		return;
 	}
 	if (what & BEV_EVENT_EOF) {
-		log_debug("conn %s: end of input", c->peer);
+		log_debug("conn %s: end of input", conn_peer(c));
 		if (c->state == CONN_HANDSHAKE) {
 			c->srv->stats.tls_failures++;
 			conn_abort(c, "eof in handshake");
@@ -1113,7 +1126,7 @@ conn_close(struct conn *c, const char *reason)
 {
 	if (c->state >= CONN_CLOSING)
 		return;
-	log_debug("conn %s: closing (%s)", c->peer, reason);
+	log_debug("conn %s: closing (%s)", conn_peer(c), reason);
 	conn_set_state(c, CONN_CLOSING);
 	if (c->asleep) {
 		finish_close(c); /* nothing to flush */
@@ -1149,7 +1162,7 @@ conn_abort(struct conn *c, const char *reason)
 {
 	if (c->state == CONN_CLOSED)
 		return;
-	log_debug("conn %s: aborting (%s)", c->peer, reason);
+	log_debug("conn %s: aborting (%s)", conn_peer(c), reason);
 	conn_free(c);
 }
 
@@ -1169,7 +1182,7 @@ conn_free(struct conn *c)
 	TAILQ_REMOVE(&all_conns, c, entry);
 	nconns--;
 	state_counts[CONN_CLOSED]--;
-	ipcount_del((struct sockaddr *)&c->addr);
+	ipcount_del(&c->addr.sa);
 	slot_release(c);
 	awake_unlist(c);
 	event_free(c->deadline);
