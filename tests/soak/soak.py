@@ -6,7 +6,8 @@
     python3 tests/soak/soak.py --seconds 120 [--interval 5]
 
 One parleyd (from $PARLEYD, as in make check) with chat and echo, each plain
-and TLS, under these loads at once for --seconds:
+and TLS, under these loads at once for --seconds (idle_release is 20ms, so
+plain connections sleep and wake all the time):
 
   talkers    6 chat clients in #soak, each sending numbered lines at 4/s
              (under the flood rate); every talker must receive every line
@@ -409,7 +410,10 @@ def main():
         listeners=[pt.listen(service="chat"), pt.listen(service="chat", tls=True),
                    pt.listen(service="echo"), pt.listen(service="echo", tls=True),
                    pt.listen(service="metrics")],
-        server={"log_level": "notice"},
+        # idle_release below the ~40 ms between #soak's lines (6 talkers at
+        # 4/s): its members sleep and are woken again all run long, and
+        # every new plain connection starts asleep.
+        server={"log_level": "notice", "idle_release": "20ms"},
         # Every chat client that leaves is parked for resume_window (10
         # minutes by default): bounded state that would still be filling
         # in the last third of a 15-minute run.  A minute reaches its
