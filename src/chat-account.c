@@ -327,8 +327,7 @@ auth_done(uint64_t owner, void *arg, enum acct_status st, const char *name)
 		    "wrong password for %s", name);
 		free(p);
 		if (delay > 0) {
-			struct timeval tv = {(time_t)(delay / 1000),
-			    (long)(delay % 1000) * 1000};
+			struct timeval tv = timeval_ms(delay);
 
 			evtimer_add(s->auth_timer, &tv);
 			return; /* delayed_cb answers and resumes */

@@ -133,8 +133,7 @@ expire(struct chat *ch)
 	if (p == NULL || ch->parked_timer == NULL)
 		return;
 	wait_ms = p->expires_ms - now;
-	tv.tv_sec = (time_t)(wait_ms / 1000);
-	tv.tv_usec = (suseconds_t)(wait_ms % 1000) * 1000;
+	tv = timeval_ms(wait_ms);
 	evtimer_add(ch->parked_timer, &tv);
 }
 

@@ -389,7 +389,7 @@ take_token(struct session *s)
 static void
 arm_timer(struct session *s, uint64_t ms)
 {
-	struct timeval tv = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000};
+	struct timeval tv = timeval_ms(ms);
 
 	evtimer_add(s->timer, &tv);
 }

@@ -3,6 +3,7 @@
 #define PARLEY_CLOCK_H
 
 #include <stdint.h>
+#include <sys/time.h>
 #include <time.h>
 
 /* Microseconds on clock id. */
@@ -26,6 +27,16 @@ static inline uint64_t
 clock_mono_ms(void)
 {
 	return clock_mono_us() / 1000;
+}
+
+/* A libevent timeout of ms milliseconds. */
+static inline struct timeval
+timeval_ms(uint64_t ms)
+{
+	struct timeval tv = {
+	    (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+	return tv;
 }
 
 /* Wall-clock milliseconds since the epoch: message timestamps. */

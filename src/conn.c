@@ -506,7 +506,7 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 static void
 arm_deadline(struct conn *c, uint64_t ms)
 {
-	struct timeval tv = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000};
+	struct timeval tv = timeval_ms(ms);
 
 	evtimer_add(c->deadline, &tv);
 }
@@ -570,19 +570,11 @@ refuse(int fd, int tls, const char *line)
 	close(fd);
 }
 
-static struct timeval
-ms_timeval(uint64_t ms)
-{
-	struct timeval tv = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000};
-
-	return tv;
-}
-
 /* The bufferevent's read timeout: idle_timeout, or what is left of it. */
 static void
 set_idle_timeout(struct conn *c, uint64_t ms)
 {
-	struct timeval tv = ms_timeval(ms);
+	struct timeval tv = timeval_ms(ms);
 
 	if (c->srv->cfg->idle_timeout_ms == 0)
 		return;
@@ -633,11 +625,26 @@ watch_cb(evutil_socket_t fd, short what, void *arg)
 	conn_leave(c);
 }
 
+/*
+ * Make c's new plain socket bufferevent one written by flush_cb (see
+ * flush_list) and put c on awake_list.  A new socket bufferevent starts
+ * with EV_WRITE enabled.
+ */
+static void
+direct_bev_init(struct conn *c)
+{
+	bufferevent_disable(c->bev, EV_WRITE);
+	evbuffer_add_cb(bufferevent_get_output(c->bev), conn_outbuf_cb, c);
+	c->active_ms = coarse_ms();
+	c->awake_listed = 1;
+	TAILQ_INSERT_TAIL(&awake_list, c, awake_entry);
+}
+
 /* A sleeping conn's watch: input, end of input or idle_timeout. */
 static void
 watch_arm(struct conn *c)
 {
-	struct timeval tv = ms_timeval(idle_timeout_left(c));
+	struct timeval tv = timeval_ms(idle_timeout_left(c));
 
 	event_del(c->deadline);
 	event_assign(c->deadline, c->srv->base, c->fd, EV_READ, watch_cb, c);
@@ -695,13 +702,8 @@ conn_wake(struct conn *c)
 	nasleep--;
 	c->fd = -1;
 	bufferevent_setcb(bev, conn_readcb, conn_writecb, conn_eventcb, c);
-	bufferevent_disable(bev, EV_WRITE); /* direct: flush_cb writes */
-	evbuffer_add_cb(bufferevent_get_output(bev), conn_outbuf_cb, c);
-	if (c->srv->cfg->idle_timeout_ms > 0)
-		set_idle_timeout(c, idle_timeout_left(c));
-	c->awake_listed = 1;
-	TAILQ_INSERT_TAIL(&awake_list, c, awake_entry);
-	c->active_ms = coarse_ms();
+	direct_bev_init(c);
+	set_idle_timeout(c, idle_timeout_left(c));
 	update_reading(c);
 }
 
@@ -710,28 +712,37 @@ sleep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
 	uint64_t now = coarse_ms(), after = s->cfg->idle_release_ms;
-	struct timeval tv = ms_timeval(after > 200 ? after / 2 : 100);
+	struct timeval tv = timeval_ms(after > 200 ? after / 2 : 100);
 	struct conn *c, *next;
 	int n = 0;
 
 	(void)fd;
 	(void)what;
-	if (after > 0) {
-		for (c = TAILQ_FIRST(&awake_list); c != NULL; c = next) {
-			next = TAILQ_NEXT(c, awake_entry);
-			if (now - c->active_ms < after)
-				break; /* the rest were active later */
-			if (n++ == SLEEP_BATCH) {
-				tv = ms_timeval(0); /* more: go on next turn */
-				break;
-			}
-			if (conn_can_sleep(c))
-				conn_sleep(c);
-			else
-				awake_touch(c); /* busy: look again later */
+	if (after == 0)
+		return; /* off: conn_reloaded starts it again */
+	for (c = TAILQ_FIRST(&awake_list); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, awake_entry);
+		if (now - c->active_ms < after)
+			break; /* the rest were active later */
+		if (n++ == SLEEP_BATCH) {
+			tv = timeval_ms(0); /* more: go on next turn */
+			break;
 		}
+		if (conn_can_sleep(c))
+			conn_sleep(c);
+		else
+			awake_touch(c); /* busy: look again later */
 	}
 	evtimer_add(sleep_ev, &tv);
+}
+
+void
+conn_reloaded(struct server *s)
+{
+	if (sleep_ev == NULL)
+		return; /* made with the first plain conn */
+	evtimer_del(sleep_ev);
+	sleep_cb(-1, 0, s);
 }
 
 static void
@@ -897,14 +908,8 @@ conn_start(struct server *s, const struct conn_service *svc,
 		arm_deadline(c, s->cfg->handshake_timeout_ms);
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	} else if (direct) {
-		/* Written by flush_cb; see flush_list.  (A new socket
-		 * bufferevent starts with EV_WRITE enabled.) */
 		c->direct = 1;
-		c->awake_listed = 1;
-		TAILQ_INSERT_TAIL(&awake_list, c, awake_entry);
-		bufferevent_disable(c->bev, EV_WRITE);
-		evbuffer_add_cb(
-		    bufferevent_get_output(c->bev), conn_outbuf_cb, c);
+		direct_bev_init(c);
 		transport_ready(c); /* may free c */
 	} else {
 		/* Any other transport writes itself. */

@@ -119,6 +119,8 @@ size_t conn_count(void);
 size_t conn_count_state(enum conn_state st);
 /* Idle conns that gave their buffers back ([server] idle_release). */
 size_t conn_count_asleep(void);
+/* The configuration was reloaded: idle_release may have changed. */
+void conn_reloaded(struct server *s);
 /* Free every conn at once (end of shutdown). */
 void conn_abort_all(const char *reason);
 

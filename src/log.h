@@ -20,7 +20,12 @@ void log_msg(int level, const char *fmt, ...)
 /* Log and clear the OpenSSL error queue, each entry prefixed by what. */
 void log_ssl_errors(int level, const char *what);
 
-#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+/* Arguments are not even evaluated below the level (conn_peer formats). */
+#define log_debug(...) \
+	do { \
+		if (log_get_level() >= LOG_DEBUG) \
+			log_msg(LOG_DEBUG, __VA_ARGS__); \
+	} while (0)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_NOTICE, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)

@@ -247,8 +247,7 @@ metrics_new(struct server *s)
 	 */
 	m->clock = config_precise_timers(s->cfg) ? CLOCK_MONOTONIC
 						 : CLOCK_MONOTONIC_COARSE;
-	tv.tv_sec = (time_t)(m->tick_us / 1000000);
-	tv.tv_usec = (suseconds_t)(m->tick_us % 1000000);
+	tv = timeval_ms(s->cfg->loop_lag_interval_ms);
 	if ((m->http = evhttp_new(s->base)) == NULL ||
 	    (m->tick = event_new(s->base, -1, EV_PERSIST, tick_cb, m)) ==
 		NULL) {

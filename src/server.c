@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "conn.h"
 #include "listener.h"
@@ -104,8 +105,7 @@ server_stop(struct server *s, const char *why)
 		finish(s);
 		return;
 	}
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (long)(ms % 1000) * 1000;
+	tv = timeval_ms(ms);
 	s->stop_timer = evtimer_new(s->base, stop_deadline, s);
 	evtimer_add(s->stop_timer, &tv);
 	conn_foreach(say_goodbye, NULL);
@@ -142,6 +142,7 @@ server_reload(struct server *s)
 	SSL_CTX_free(s->tls_ctx);
 	s->tls_ctx = nctx;
 	log_set_level(ncfg->log_level);
+	conn_reloaded(s);
 	if (s->chat != NULL)
 		chat_reloaded(s->chat);
 	accounts_reconfigure(s->accounts, s->cfg);

@@ -110,7 +110,6 @@ async def scenario_long(t, srv):
     senders_n, per, size = 12, 60, 1000
     clients = await cc.open_many(srv.port(), senders_n + 3, batch=20, timeout=15)
     senders, readers = clients[:senders_n], clients[senders_n:]
-    await readers[-1].sync()
     for r in readers:
         await r.sync()
     body = {(i, j): (b"long %d %d " % (i, j)) + bytes([65 + (i + j) % 26]) * size

@@ -9,11 +9,13 @@
   its end of input or a reset (the server lets go of it).
 - idle_timeout still counts from the last input across sleeps: a silent
   chat client that is woken again and again by room traffic is timed out
-  on time.
-- idle_release = 0 keeps every buffer: nothing sleeps.
+  on time, also when the wake keeps it awake.
+- idle_release = 0 keeps every buffer: nothing sleeps; a reload that sets
+  it puts the connections already open to sleep.
 - TLS connections never sleep (their state lives in the SSL object)."""
 
 import os
+import signal
 import socket
 import struct
 import sys
@@ -153,6 +155,43 @@ def idle_timeout_across_sleeps(t):
         talker.close()
 
 
+def idle_timeout_after_wake(t):
+    # The quiet client sleeps for 0.6 s, then room lines every 20 ms wake it
+    # and keep it awake: its bufferevent must time out 1 s after its last
+    # input (about 1.0 s after connecting), not 1 s after the wake (1.6 s).
+    with pt.Server(listeners=[pt.listen("c", service="chat")],
+                   server={"idle_timeout": "1s", "idle_release": "50ms"},
+                   extra="[chat]\nflood_rate = 1000000\nflood_burst = 1000000\n") as srv:
+        quiet = pt.tcp_connect(srv.port(0))
+        t0 = time.monotonic()
+        pt.recv_until(quiet, b" here)", 5)
+        talker = pt.tcp_connect(srv.port(0))
+        pt.recv_until(talker, b" here)", 5)
+        stop = threading.Event()
+
+        def talk():
+            time.sleep(max(0.0, 0.6 - (time.monotonic() - t0)))
+            while not stop.is_set():
+                try:
+                    talker.sendall(b"tock\r\n")
+                except OSError:
+                    return
+                time.sleep(0.02)
+        th = threading.Thread(target=talk, daemon=True)
+        th.start()
+        got = pt.recv_until(quiet, b"idle timeout", 10 * pt.SLOW)
+        secs = time.monotonic() - t0
+        stop.set()
+        th.join(2)
+        t.ok(b"idle timeout, goodbye" in got and b"tock" in got,
+             "woken and kept awake by room traffic, a silent client still times out",
+             repr(got[-200:]))
+        t.ok(secs < 1.0 + 0.3 * pt.SLOW,
+             "... 1 s after its last input: %.2f s (1 s after the wake would be 1.6 s)" % secs)
+        quiet.close()
+        talker.close()
+
+
 def release_off(t):
     with pt.Server(listeners=[pt.listen("e"), pt.listen("c", service="chat"),
                               pt.listen("m", service="metrics")],
@@ -165,6 +204,19 @@ def release_off(t):
               "idle_release = 0: no connection sleeps")
         socks[0].sendall(b"x\n")
         t.is_(recv_exact(socks[0], 2), b"x\n", "idle_release = 0: echo still works")
+        # A reload that turns it on applies to the connections already open.
+        srv.server_opts["idle_release"] = "100ms"
+        with open(srv.conf_path, "w") as f:
+            f.write(srv.config_text())
+        os.kill(srv.pid, signal.SIGHUP)
+        v = None
+        deadline = time.monotonic() + 5 * pt.SLOW
+        while time.monotonic() < deadline:
+            v = histlib.metrics(srv, 2).get("parley_connections_asleep")
+            if v == 6.0:
+                break
+            time.sleep(0.05)
+        t.is_(v, 6.0, "a reload to idle_release = 100ms puts the open connections to sleep")
         for s in socks + [c]:
             s.close()
 
@@ -197,6 +249,7 @@ def main(t):
         t.ok(rc == 0 and not srv.killed, "exits 0 on SIGTERM with sleeping connections",
              srv.log_tail())
     idle_timeout_across_sleeps(t)
+    idle_timeout_after_wake(t)
     release_off(t)
 
 
