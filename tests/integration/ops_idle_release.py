@@ -122,6 +122,31 @@ def chat_wake_by_output(t, srv):
     talker.close()
 
 
+def talk_until_timeout(quiet, talker, line, gap, t0, start=0.0):
+    """From start seconds after t0, talker sends line every gap seconds
+    until quiet is told of its idle timeout.  Returns (what quiet got,
+    seconds from t0)."""
+    stop = threading.Event()
+
+    def talk():
+        time.sleep(max(0.0, start - (time.monotonic() - t0)))
+        while not stop.is_set():
+            try:
+                talker.sendall(line)
+            except OSError:
+                return
+            time.sleep(gap)
+    th = threading.Thread(target=talk, daemon=True)
+    th.start()
+    got = pt.recv_until(quiet, b"idle timeout", 10 * pt.SLOW)
+    secs = time.monotonic() - t0
+    stop.set()
+    th.join(2)
+    quiet.close()
+    talker.close()
+    return got, secs
+
+
 def idle_timeout_across_sleeps(t):
     # The quiet client is woken by output every 150 ms but sends nothing:
     # idle_timeout (1 s) must still count from its last input.
@@ -131,28 +156,12 @@ def idle_timeout_across_sleeps(t):
         pt.recv_until(quiet, b" here)", 5)
         t0 = time.monotonic()
         talker = pt.tcp_connect(srv.port(0))
-        stop = threading.Event()
-
-        def talk():
-            while not stop.is_set():
-                try:
-                    talker.sendall(b"tick\r\n")
-                except OSError:
-                    return
-                time.sleep(0.15)
-        th = threading.Thread(target=talk, daemon=True)
-        th.start()
-        got = pt.recv_until(quiet, b"idle timeout", 10 * pt.SLOW)
-        secs = time.monotonic() - t0
-        stop.set()
-        th.join(2)
+        got, secs = talk_until_timeout(quiet, talker, b"tick\r\n", 0.15, t0)
         t.ok(b"idle timeout, goodbye" in got,
              "idle_timeout still closes a silent client woken by room traffic", repr(got[-200:]))
         t.ok(b"tick" in got, "... which did get the room traffic meanwhile")
         t.ok(secs < 1.0 + 1.5 * pt.SLOW,
              "... on time: %.2f s for idle_timeout = 1s (not restarted by each wake)" % secs)
-        quiet.close()
-        talker.close()
 
 
 def idle_timeout_after_wake(t):
@@ -167,29 +176,12 @@ def idle_timeout_after_wake(t):
         pt.recv_until(quiet, b" here)", 5)
         talker = pt.tcp_connect(srv.port(0))
         pt.recv_until(talker, b" here)", 5)
-        stop = threading.Event()
-
-        def talk():
-            time.sleep(max(0.0, 0.6 - (time.monotonic() - t0)))
-            while not stop.is_set():
-                try:
-                    talker.sendall(b"tock\r\n")
-                except OSError:
-                    return
-                time.sleep(0.02)
-        th = threading.Thread(target=talk, daemon=True)
-        th.start()
-        got = pt.recv_until(quiet, b"idle timeout", 10 * pt.SLOW)
-        secs = time.monotonic() - t0
-        stop.set()
-        th.join(2)
+        got, secs = talk_until_timeout(quiet, talker, b"tock\r\n", 0.02, t0, start=0.6)
         t.ok(b"idle timeout, goodbye" in got and b"tock" in got,
              "woken and kept awake by room traffic, a silent client still times out",
              repr(got[-200:]))
         t.ok(secs < 1.0 + 0.3 * pt.SLOW,
              "... 1 s after its last input: %.2f s (1 s after the wake would be 1.6 s)" % secs)
-        quiet.close()
-        talker.close()
 
 
 def release_off(t):
